@@ -1,0 +1,73 @@
+//! Two and three nodes over real UDP on loopback.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_echo_both_directions() {
+    let a = start(1);
+    let b = start(2);
+    full_mesh(&[&a, &b]).await;
+    let ea = tcp_echo(&a, 7).await;
+    let eb = tcp_echo(&b, 7).await;
+    let ua = udp_echo(&a, 7).await;
+    let ub = udp_echo(&b, 7).await;
+    within("a→b tcp", 10, tcp_roundtrip(&a, eb, b"hello from a")).await;
+    within("b→a tcp", 10, tcp_roundtrip(&b, ea, b"hello from b")).await;
+    within("a→b udp", 10, udp_roundtrip(&a, ub, b"udp from a")).await;
+    within("b→a udp", 10, udp_roundtrip(&b, ua, b"udp from b")).await;
+    let peers = a.peers().await.unwrap();
+    assert_eq!(peers.len(), 1);
+    assert!(peers[0].last_handshake.is_some());
+    assert!(peers[0].rx_bytes > 0 && peers[0].tx_bytes > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_every_pair() {
+    let nodes = [start(11), start(12), start(13)];
+    full_mesh(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    for n in &nodes {
+        tcp.push(tcp_echo(n, 7).await);
+        udp.push(udp_echo(n, 9).await);
+    }
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, _) in nodes.iter().enumerate() {
+            if i != j {
+                let msg = format!("{i} to {j}");
+                within("tcp pair", 10, tcp_roundtrip(from, tcp[j], msg.as_bytes())).await;
+                within("udp pair", 10, udp_roundtrip(from, udp[j], msg.as_bytes())).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_transfer_hash_matches() {
+    use blake2::{Blake2s256, Digest};
+    let a = start(21);
+    let b = start(22);
+    full_mesh(&[&a, &b]).await;
+    let listener = b.tcp_listen(5001).await.unwrap();
+    let to = listener.local_addr();
+    let data = payload(10 << 20, 7);
+    let want = Blake2s256::digest(&data);
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        (got.len(), Blake2s256::digest(&got))
+    });
+    within("10 MiB upload", 60, async {
+        let mut s = a.tcp_connect(to).await.unwrap();
+        s.write_all(&data).await.unwrap();
+        s.shutdown().await.unwrap();
+    })
+    .await;
+    let (len, got) = within("server read", 60, server).await.unwrap();
+    assert_eq!(len, data.len());
+    assert_eq!(got, want);
+}
