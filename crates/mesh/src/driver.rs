@@ -120,6 +120,7 @@ struct Driver {
     lookups: Vec<PendingLookup>,
     admission: TokenBucket,
     lookup_bucket: TokenBucket,
+    initiations: TokenBucket,
     counters: Counters,
     wake: Wake,
     cmd_rx: mpsc::Receiver<Command>,
@@ -154,6 +155,8 @@ impl Driver {
         );
         let admission = TokenBucket::new(cfg.admission.per_second, cfg.admission.burst);
         let lookup_bucket = TokenBucket::new(cfg.lookups_per_second, cfg.lookups_per_second * 2);
+        let initiation_budget =
+            u32::try_from(cfg.handshakes_per_second.saturating_mul(10)).unwrap_or(u32::MAX);
         let rng = cfg.seed ^ 0x9e37_79b9_7f4a_7c15;
         let mut d = Self {
             ident,
@@ -176,6 +179,7 @@ impl Driver {
             lookups: Vec::new(),
             admission,
             lookup_bucket,
+            initiations: TokenBucket::new(initiation_budget, initiation_budget * 2),
             counters: Counters::default(),
             wake: Arc::new(Notify::new()),
             cmd_rx,
@@ -304,6 +308,12 @@ impl Driver {
                 }
             }
             Kind::Initiation => {
+                // past this budget an initiation costs nothing but the receive: under a flood the
+                // cookie machinery itself would starve the established peers
+                if !self.initiations.try_take(now) {
+                    self.counters.shed += 1;
+                    return;
+                }
                 let key = match self.ident.identify(src, data, &mut self.enc_buf) {
                     Initiator::Known(key) => key,
                     Initiator::CookieReply(cookie) => {
@@ -437,7 +447,7 @@ impl Driver {
 
     fn tick(&mut self, now: Instant) {
         self.ticks += 1;
-        if self.ticks % 4 == 0 {
+        if self.ticks.is_multiple_of(4) {
             self.ident.reset_rate_limiter();
         }
         let mut expired = Vec::new();

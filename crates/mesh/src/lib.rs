@@ -82,6 +82,9 @@ pub struct Counters {
     pub spoofed: u64,
     /// Inner packets for an address no peer owns, or a peer with no endpoint.
     pub no_route: u64,
+    /// Handshake initiations dropped unexamined because they arrived faster than ten times
+    /// the handshake rate limit (a flood).
+    pub shed: u64,
     /// Cookie replies sent because the node was under handshake load.
     pub cookies_sent: u64,
     /// Unknown initiators admitted on probation, and those refused (cap, rate, removed key).
