@@ -1,1 +1,6 @@
-//! placeholder
+//! Shared harness for Vantage's process-level tests and benchmarks: network namespaces with veth
+//! links, stock `wireguard-go` peers, and the traffic patterns the benchmarks measure.
+
+pub mod netns;
+pub mod traffic;
+pub mod wggo;
