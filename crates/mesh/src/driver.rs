@@ -361,6 +361,8 @@ impl Driver {
             admission: Admission::Pending {
                 deadline: now + cfg.timeout,
             },
+            handshakes: 0,
+            last_age: None,
         };
         self.peers.insert(index, peer);
         self.counters.admitted += 1;
@@ -452,6 +454,7 @@ impl Driver {
         }
         let mut expired = Vec::new();
         for peer in self.peers.iter_mut() {
+            peer.observe_handshake();
             match peer.session.tick(&mut self.enc_buf) {
                 Tick::Network(d) => {
                     if let Some(ep) = peer.endpoint {

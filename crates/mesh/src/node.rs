@@ -105,6 +105,8 @@ pub struct PeerStats {
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub admission: Admission,
+    /// Handshakes completed with this peer (counted at 250 ms granularity).
+    pub handshakes: u64,
 }
 
 pub(crate) enum Command {

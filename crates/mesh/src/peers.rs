@@ -26,6 +26,25 @@ pub(crate) struct Peer {
     pub(crate) keepalive: Option<u16>,
     pub(crate) session: Session,
     pub(crate) admission: Admission,
+    /// Completed handshakes seen so far, and the session age at the last look.
+    pub(crate) handshakes: u64,
+    pub(crate) last_age: Option<Duration>,
+}
+
+impl Peer {
+    /// Counts a handshake when the session got younger since the last look (called every tick).
+    pub(crate) fn observe_handshake(&mut self) {
+        let age = self.session.since_handshake();
+        let renewed = match (self.last_age, age) {
+            (None, Some(_)) => true,
+            (Some(before), Some(now)) => now < before,
+            _ => false,
+        };
+        if renewed {
+            self.handshakes += 1;
+        }
+        self.last_age = age;
+    }
 }
 
 #[derive(Default)]
@@ -120,10 +139,6 @@ impl Peers {
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
         self.by_index.values_mut()
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Peer> {
-        self.by_index.values()
     }
 
     /// Pending peers whose deadline has passed.

@@ -104,15 +104,18 @@ impl Driver {
             keepalive: p.keepalive,
             session: self.ident.session(&p.key, index, p.keepalive),
             admission: Admission::Configured,
+            handshakes: 0,
+            last_age: None,
         };
         self.peers.insert(index, peer);
         Ok(())
     }
 
-    fn peer_stats(&self) -> Vec<PeerStats> {
+    fn peer_stats(&mut self) -> Vec<PeerStats> {
         self.peers
-            .iter()
+            .iter_mut()
             .map(|p| {
+                p.observe_handshake();
                 let (tx_bytes, rx_bytes) = p.session.bytes();
                 PeerStats {
                     key: p.key,
@@ -122,6 +125,7 @@ impl Driver {
                     tx_bytes,
                     rx_bytes,
                     admission: p.admission,
+                    handshakes: p.handshakes,
                 }
             })
             .collect()

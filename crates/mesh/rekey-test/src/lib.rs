@@ -1,0 +1,1 @@
+//! Holds only the long-lived-stream rekey test; see .
