@@ -38,7 +38,8 @@ impl WgGo {
             .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
             .env("LOG_LEVEL", "error")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // it prints a banner on every start; failures surface through `wg set` instead
+            .stderr(Stdio::null())
             .spawn()
             .context("cannot start wireguard-go; .ci/run installs it")?;
         let overlay = prefix.address_of(&key.public_key());

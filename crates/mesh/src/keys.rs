@@ -13,7 +13,7 @@ use rand_core::{CryptoRng, RngCore};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error(
-        "{what} is not valid base64 ({detail}); expected 44 characters as printed by `wg genkey`"
+        "{what} is not valid base64 ({detail}); expected 44 characters of base64 (32 bytes), as `wg genkey` and `wg genpsk` print"
     )]
     Base64 { what: &'static str, detail: String },
     #[error("{what} decodes to {len} bytes; a WireGuard key is exactly 32 bytes")]

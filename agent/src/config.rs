@@ -1,0 +1,110 @@
+//! The agent's configuration: flags and environment, validated once at startup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use vantage_mesh::{PresharedKey, PrivateKey};
+
+/// Command line and environment of `vantage-agent`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vantage-agent",
+    version,
+    about = "Vantage agent: joins the WireGuard mesh of a Vantage fleet"
+)]
+pub struct Args {
+    /// Cluster pre-shared key, base64 of 32 bytes as `wg genpsk` prints it.
+    #[arg(long, env = "VANTAGE_MESH_PSK", hide_env_values = true)]
+    pub psk: String,
+    /// WireGuard private key (base64). Default: generated once and kept in the data dir.
+    #[arg(long, env = "VANTAGE_MESH_KEY", hide_env_values = true)]
+    pub private_key: Option<String>,
+    /// Directory for the generated key and other state.
+    #[arg(long, env = "VANTAGE_DATA_DIR", default_value = "/var/lib/vantage")]
+    pub data_dir: PathBuf,
+    /// Underlay UDP address to bind.
+    #[arg(long, env = "VANTAGE_BIND", default_value = "[::]:51820")]
+    pub bind: SocketAddr,
+    /// Underlay endpoint other nodes should send to, when it differs from --bind (NAT, emulator).
+    #[arg(long, env = "VANTAGE_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+    /// Seeds to join, as a comma-separated `host:port` list.
+    #[arg(long, env = "VANTAGE_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub psk: PresharedKey,
+    pub private_key: PrivateKey,
+    pub bind: SocketAddr,
+    pub advertise: Option<SocketAddr>,
+    pub seeds: Vec<String>,
+}
+
+impl Args {
+    pub fn validate(self) -> Result<Config> {
+        let psk: PresharedKey = self
+            .psk
+            .parse()
+            .context("invalid VANTAGE_MESH_PSK (--psk)")?;
+        let private_key = match &self.private_key {
+            Some(k) => k
+                .parse()
+                .context("invalid VANTAGE_MESH_KEY (--private-key)")?,
+            None => load_or_create_key(&self.data_dir)?,
+        };
+        if let Some(a) = self.advertise {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                bail!(
+                    "--advertise {a} is not reachable: give a concrete address and a non-zero port"
+                );
+            }
+        }
+        for s in &self.seeds {
+            if s.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                bail!("seed `{s}` must be `host:port` (for example `10.0.0.2:51820` or `[fd00::1]:51820`)");
+            }
+        }
+        Ok(Config {
+            psk,
+            private_key,
+            bind: self.bind,
+            advertise: self.advertise,
+            seeds: self.seeds,
+        })
+    }
+}
+
+/// Reads `mesh.key` from the data dir, or writes a fresh one (mode 0600).
+fn load_or_create_key(dir: &std::path::Path) -> Result<PrivateKey> {
+    let path = dir.join("mesh.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .parse()
+            .with_context(|| format!("{} does not hold a valid private key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+            let key = PrivateKey::generate(&mut rand_core::OsRng);
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(f, "{}", key.to_base64())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
