@@ -4,7 +4,7 @@
 use std::net::SocketAddrV6;
 use std::time::{Duration, Instant};
 
-use vantage_mesh::{Node, NodeConfig, PeerConfig, PresharedKey, PrivateKey};
+use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
 use vantage_wan::{Matrix, Wan, WanConfig};
 
 fn node(seed: u8, wan: &mut Wan, region: &str) -> Node {
@@ -65,13 +65,7 @@ async fn overlay_rtt_matches_the_matrix() {
     for a in &nodes {
         for b in &nodes {
             if a.public_key() != b.public_key() {
-                a.add_peer(PeerConfig {
-                    key: b.public_key(),
-                    endpoint: Some(b.advertise_addr()),
-                    keepalive: None,
-                })
-                .await
-                .unwrap();
+                a.add_peer(b.as_peer()).await.unwrap();
             }
         }
     }

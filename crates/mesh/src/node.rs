@@ -93,6 +93,17 @@ pub struct PeerConfig {
     pub keepalive: Option<u16>,
 }
 
+impl PeerConfig {
+    /// A peer at `endpoint`, without keepalive.
+    pub fn new(key: PublicKey, endpoint: Option<SocketAddr>) -> Self {
+        Self {
+            key,
+            endpoint,
+            keepalive: None,
+        }
+    }
+}
+
 /// A peer's state as [`Node::peers`] reports it.
 #[derive(Debug, Clone)]
 pub struct PeerStats {
@@ -176,6 +187,11 @@ impl Node {
     /// The endpoint others should send to.
     pub fn advertise_addr(&self) -> SocketAddr {
         self.info.advertise
+    }
+
+    /// What another node needs to add this one as a peer: its key and advertised endpoint.
+    pub fn as_peer(&self) -> PeerConfig {
+        PeerConfig::new(self.public_key(), Some(self.advertise_addr()))
     }
 
     /// The bound underlay address.

@@ -88,13 +88,7 @@ async fn removed_peer_can_no_longer_reach_the_node() {
     );
     // a fresh handshake from the removed key is refused too, not admitted just-in-time
     b.remove_peer(&a.public_key()).await.unwrap();
-    b.add_peer(PeerConfig {
-        key: a.public_key(),
-        endpoint: Some(a.local_addr()),
-        keepalive: None,
-    })
-    .await
-    .unwrap();
+    b.add_peer(a.as_peer()).await.unwrap();
     let err = within("connect with a new session", 10, b.tcp_connect(echo))
         .await
         .unwrap_err();
@@ -109,13 +103,7 @@ async fn unknown_initiator_with_the_psk_is_admitted() {
     let b = start(52);
     let echo = tcp_echo(&a, 7).await;
     // only b knows a; a learns b from b's handshake
-    b.add_peer(PeerConfig {
-        key: a.public_key(),
-        endpoint: Some(a.local_addr()),
-        keepalive: None,
-    })
-    .await
-    .unwrap();
+    b.add_peer(a.as_peer()).await.unwrap();
     within(
         "echo via admission",
         10,

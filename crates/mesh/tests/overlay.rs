@@ -71,3 +71,41 @@ async fn ten_mib_transfer_hash_matches() {
     assert_eq!(len, data.len());
     assert_eq!(got, want);
 }
+
+/// On Fly the underlay is the 6PN IPv6 network; a dual-stack socket must also reach IPv4 peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_and_dual_stack_underlay() {
+    let v6 = |seed| vantage_mesh::Node::bind(config(seed), "[::1]:0".parse().unwrap()).unwrap();
+    let a = v6(91);
+    let b = v6(92);
+    full_mesh(&[&a, &b]).await;
+    let echo = tcp_echo(&b, 7).await;
+    within(
+        "tcp over an ipv6 underlay",
+        10,
+        tcp_roundtrip(&a, echo, b"over ::1"),
+    )
+    .await;
+
+    // bound to [::] but talking to an IPv4 peer: sends go out v4-mapped, replies are recognised
+    let dual = vantage_mesh::Node::bind(config(93), "[::]:0".parse().unwrap()).unwrap();
+    let v4 = start(94);
+    let port = dual.local_addr().port();
+    let dual_peer =
+        vantage_mesh::PeerConfig::new(dual.public_key(), Some(([127, 0, 0, 1], port).into()));
+    v4.add_peer(dual_peer).await.unwrap();
+    dual.add_peer(v4.as_peer()).await.unwrap();
+    let echo = tcp_echo(&v4, 7).await;
+    within(
+        "dual-stack to ipv4",
+        10,
+        tcp_roundtrip(&dual, echo, b"mapped"),
+    )
+    .await;
+    let seen = dual.peers().await.unwrap().remove(0);
+    assert_eq!(
+        seen.endpoint,
+        Some(v4.local_addr()),
+        "endpoints are kept in canonical IPv4 form"
+    );
+}

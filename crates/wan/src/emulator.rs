@@ -260,27 +260,21 @@ impl Wan {
         Ok((i.min(j), i.max(j)))
     }
 
+    fn state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.shared.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Cuts the link between two nodes, both directions.
     pub fn cut(&self, a: &str, b: &str) -> Result<(), WanError> {
         let p = self.pair(a, b)?;
-        self.shared
-            .state
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .cut
-            .insert(p);
+        self.state().cut.insert(p);
         Ok(())
     }
 
     /// Restores the link between two nodes.
     pub fn heal(&self, a: &str, b: &str) -> Result<(), WanError> {
         let p = self.pair(a, b)?;
-        self.shared
-            .state
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .cut
-            .remove(&p);
+        self.state().cut.remove(&p);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddrV6;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use vantage_mesh::{Node, NodeConfig, PeerConfig, PresharedKey, PrivateKey};
+use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
 use vantage_tests::netns::{veth, Netns};
 use vantage_tests::traffic::{bulk, echo, ping_pong, quantile, sink};
 use vantage_tests::wggo::{WgGo, WgPeer};
@@ -66,18 +66,8 @@ async fn ours(args: &Args) -> Result<(Vec<f64>, Vec<Duration>)> {
     let loopback = "127.0.0.1:0".parse()?;
     let a = Node::bind(NodeConfig::new(key(1), psk.clone()), loopback)?;
     let b = Node::bind(NodeConfig::new(key(2), psk), loopback)?;
-    a.add_peer(PeerConfig {
-        key: b.public_key(),
-        endpoint: Some(b.local_addr()),
-        keepalive: None,
-    })
-    .await?;
-    b.add_peer(PeerConfig {
-        key: a.public_key(),
-        endpoint: Some(a.local_addr()),
-        keepalive: None,
-    })
-    .await?;
+    a.add_peer(b.as_peer()).await?;
+    b.add_peer(a.as_peer()).await?;
     let sink_l = b.tcp_listen(5001).await?;
     let echo_l = b.tcp_listen(7).await?;
     let sink_addr = sink_l.local_addr();

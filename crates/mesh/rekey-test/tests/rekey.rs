@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mock_instant::MockClock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_mesh::{Node, NodeConfig, PeerConfig, PresharedKey, PrivateKey};
+use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
 
 fn node(seed: u8) -> Node {
     let mut k = [seed; 32];
@@ -24,20 +24,8 @@ fn node(seed: u8) -> Node {
 async fn stream_survives_rekeys_without_spurious_handshakes() {
     let a = node(1);
     let b = node(2);
-    a.add_peer(PeerConfig {
-        key: b.public_key(),
-        endpoint: Some(b.local_addr()),
-        keepalive: None,
-    })
-    .await
-    .unwrap();
-    b.add_peer(PeerConfig {
-        key: a.public_key(),
-        endpoint: Some(a.local_addr()),
-        keepalive: None,
-    })
-    .await
-    .unwrap();
+    a.add_peer(b.as_peer()).await.unwrap();
+    b.add_peer(a.as_peer()).await.unwrap();
     let listener = b.tcp_listen(7).await.unwrap();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();

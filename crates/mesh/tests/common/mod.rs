@@ -4,7 +4,7 @@ use std::net::{SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_mesh::{Node, NodeConfig, PeerConfig, PresharedKey, PrivateKey};
+use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
 
 /// A deterministic key from a seed, so failures reproduce.
 pub fn key(seed: u8) -> PrivateKey {
@@ -37,13 +37,7 @@ pub async fn full_mesh(nodes: &[&Node]) {
     for a in nodes {
         for b in nodes {
             if a.public_key() != b.public_key() {
-                a.add_peer(PeerConfig {
-                    key: b.public_key(),
-                    endpoint: Some(b.advertise_addr()),
-                    keepalive: None,
-                })
-                .await
-                .unwrap();
+                a.add_peer(b.as_peer()).await.unwrap();
             }
         }
     }
