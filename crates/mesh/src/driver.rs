@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::addr::OverlayPrefix;
 use crate::device::{self, Out, Underlay, Wire};
+use crate::keys::PublicKey;
 use crate::lookup::{self, LookupMsg, TokenBucket};
 use crate::node::{Command, Node, NodeConfig, NodeInfo};
 use crate::peers::{Admission, Peer, Peers};
@@ -97,8 +98,6 @@ struct PendingLookup {
     next_send: Instant,
     reply: oneshot::Sender<Result<PublicKey, MeshError>>,
 }
-
-use crate::keys::PublicKey;
 
 struct Driver {
     cfg: NodeConfig,
@@ -220,9 +219,9 @@ impl Driver {
                 }
             }
             progress |= self.receive_batch(now);
-            self.service_handles(now);
+            self.service_handles();
             self.poll_stack(now);
-            progress |= self.service_handles(now);
+            progress |= self.service_handles();
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + TICK;

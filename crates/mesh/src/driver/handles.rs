@@ -3,7 +3,6 @@
 use std::io;
 use std::net::SocketAddrV6;
 use std::sync::Arc;
-use std::time::Instant;
 
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::IpAddress;
@@ -21,14 +20,14 @@ fn v6(addr: IpAddress, port: u16) -> SocketAddrV6 {
 
 impl Driver {
     /// Returns whether any bytes or states moved.
-    pub(super) fn service_handles(&mut self, now: Instant) -> bool {
+    pub(super) fn service_handles(&mut self) -> bool {
         let mut progress = self.service_listeners();
-        progress |= self.service_streams(now);
+        progress |= self.service_streams();
         progress |= self.service_udp();
         progress
     }
 
-    fn service_streams(&mut self, _now: Instant) -> bool {
+    fn service_streams(&mut self) -> bool {
         let mut progress = false;
         let mut finished = Vec::new();
         for (h, entry) in self.streams.iter_mut() {
