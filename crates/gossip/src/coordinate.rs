@@ -1,0 +1,1 @@
+//! Vivaldi network coordinates, as Serf computes them.
