@@ -213,7 +213,7 @@ impl Cluster {
             ensure!(
                 binary.is_file(),
                 "our gossip node binary {} does not exist; build it with \
-                 `cargo build --release -p vantage-gossip --bin vantage-gossip-node`",
+                 `cargo build --release -p vantage-tests --bin vantage-gossip-node`",
                 binary.display()
             );
         }

@@ -9,15 +9,18 @@ mod broadcast;
 mod config;
 pub mod coordinate;
 mod core;
+mod driver;
 mod health;
 mod member;
 mod rng;
 pub mod sim;
 mod state;
+pub mod transport;
 mod wire;
 
 pub use crate::config::{Config, Profile};
 pub use crate::core::{Event, Gossip, StreamRequest, Transmit, MAX_USER_EVENT};
+pub use crate::driver::{spawn, DriverError, GossipHandle};
 pub use crate::member::{encode_tags, Member, State, Tags, MAX_TAGS};
 pub use crate::rng::Rng;
 pub use crate::wire::DecodeError;

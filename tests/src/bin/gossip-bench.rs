@@ -92,7 +92,7 @@ fn our_binary(arg: Option<PathBuf>) -> Result<PathBuf> {
     ensure!(
         path.is_file(),
         "our gossip node {} does not exist; build it with \
-         `cargo build --release -p vantage-gossip --bin vantage-gossip-node` \
+         `cargo build --release -p vantage-tests --bin vantage-gossip-node` \
          (or pass --ours PATH, or --serf-only)",
         path.display()
     );
