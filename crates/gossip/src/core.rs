@@ -2,7 +2,7 @@
 //! push-pull state sync, Vivaldi on direct acks. Time and randomness come in; datagrams, stream
 //! requests, events and the next deadline come out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -99,13 +99,14 @@ pub struct Gossip {
     pub(crate) me: String,
     pub(crate) addr: SocketAddr,
     pub(crate) incarnation: u32,
-    pub(crate) nodes: HashMap<String, Node>,
+    // ordered maps: iteration order feeds the seeded RNG, so it must not depend on a hasher
+    pub(crate) nodes: BTreeMap<String, Node>,
     probe_order: Vec<String>,
     probe_index: usize,
     seq: u32,
     pub(crate) awareness: Awareness,
-    probes: HashMap<u32, Probe>,
-    pub(crate) suspicions: HashMap<String, Suspicion>,
+    probes: BTreeMap<u32, Probe>,
+    pub(crate) suspicions: BTreeMap<String, Suspicion>,
     pub(crate) broadcasts: Broadcasts,
     coord: Client,
     coords: HashMap<String, Coordinate>,
@@ -157,13 +158,13 @@ impl Gossip {
             me: name.to_owned(),
             addr,
             incarnation: 1,
-            nodes: HashMap::new(),
+            nodes: BTreeMap::new(),
             probe_order: Vec::new(),
             probe_index: 0,
             seq: 0,
             awareness: Awareness::new(8),
-            probes: HashMap::new(),
-            suspicions: HashMap::new(),
+            probes: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
             broadcasts: Broadcasts::default(),
             coord: Client::new(CoordinateConfig::default())
                 .expect("the default coordinate config is valid"),

@@ -38,8 +38,16 @@ enum Input {
     EstimateRtt(String, String, oneshot::Sender<Option<Duration>>),
     Datagram(SocketAddr, Vec<u8>),
     Incoming(SocketAddr, Vec<u8>, oneshot::Sender<Vec<u8>>),
-    Reply { from: SocketAddr, data: Vec<u8>, join: Option<u64> },
-    Failed { to: SocketAddr, error: String, join: Option<u64> },
+    Reply {
+        from: SocketAddr,
+        data: Vec<u8>,
+        join: Option<u64>,
+    },
+    Failed {
+        to: SocketAddr,
+        error: String,
+        join: Option<u64>,
+    },
 }
 
 /// A handle to a running gossip node.
@@ -65,7 +73,14 @@ pub fn spawn<T: Transport>(
     seed: u64,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<GossipHandle, GossipError> {
-    let core = Gossip::new(config, name, transport.local_addr(), tags, seed, Instant::now())?;
+    let core = Gossip::new(
+        config,
+        name,
+        transport.local_addr(),
+        tags,
+        seed,
+        Instant::now(),
+    )?;
     let transport = Arc::new(transport);
     let (tx, rx) = mpsc::channel(1024);
     let recv = tokio::spawn(receive_loop(transport.clone(), tx.clone()));
@@ -80,9 +95,15 @@ pub fn spawn<T: Transport>(
 }
 
 impl GossipHandle {
-    async fn call<R>(&self, make: impl FnOnce(oneshot::Sender<R>) -> Input) -> Result<R, DriverError> {
+    async fn call<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<R>) -> Input,
+    ) -> Result<R, DriverError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| DriverError::Stopped)?;
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)
     }
 
@@ -101,7 +122,9 @@ impl GossipHandle {
     }
 
     pub async fn user_event(&self, name: &str, payload: Vec<u8>) -> Result<u64, DriverError> {
-        Ok(self.call(|tx| Input::UserEvent(name.to_owned(), payload, tx)).await??)
+        Ok(self
+            .call(|tx| Input::UserEvent(name.to_owned(), payload, tx))
+            .await??)
     }
 
     pub async fn members(&self) -> Result<Vec<Member>, DriverError> {
@@ -110,7 +133,8 @@ impl GossipHandle {
 
     /// Estimated RTT between two members from their Vivaldi coordinates.
     pub async fn estimate_rtt(&self, a: &str, b: &str) -> Result<Option<Duration>, DriverError> {
-        self.call(|tx| Input::EstimateRtt(a.to_owned(), b.to_owned(), tx)).await
+        self.call(|tx| Input::EstimateRtt(a.to_owned(), b.to_owned(), tx))
+            .await
     }
 }
 
@@ -119,7 +143,11 @@ async fn receive_loop<T: Transport>(t: Arc<T>, tx: mpsc::Sender<Input>) {
     loop {
         match t.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                if tx.send(Input::Datagram(from, buf[..n].to_vec())).await.is_err() {
+                if tx
+                    .send(Input::Datagram(from, buf[..n].to_vec()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -130,14 +158,20 @@ async fn receive_loop<T: Transport>(t: Arc<T>, tx: mpsc::Sender<Input>) {
 
 async fn accept_loop<T: Transport>(t: Arc<T>, tx: mpsc::Sender<Input>) {
     loop {
-        let Ok((mut s, from)) = t.accept().await else { continue };
+        let Ok((mut s, from)) = t.accept().await else {
+            continue;
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             let served = tokio::time::timeout(STREAM_TIMEOUT, async {
                 let req = read_frame(&mut s).await?;
                 let (rtx, rrx) = oneshot::channel();
-                tx.send(Input::Incoming(from, req, rtx)).await.map_err(|_| std::io::Error::other("stopped"))?;
-                let reply = rrx.await.map_err(|_| std::io::Error::other("request rejected"))?;
+                tx.send(Input::Incoming(from, req, rtx))
+                    .await
+                    .map_err(|_| std::io::Error::other("stopped"))?;
+                let reply = rrx
+                    .await
+                    .map_err(|_| std::io::Error::other("request rejected"))?;
                 write_frame(&mut s, &reply).await
             })
             .await;
@@ -151,14 +185,20 @@ async fn accept_loop<T: Transport>(t: Arc<T>, tx: mpsc::Sender<Input>) {
 async fn read_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
     let len = s.read_u32().await? as usize;
     if len > MAX_STREAM {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("push-pull of {len} bytes is over the {MAX_STREAM} byte limit")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("push-pull of {len} bytes is over the {MAX_STREAM} byte limit"),
+        ));
     }
     let mut buf = vec![0u8; len];
     s.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
-async fn write_frame<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
+async fn write_frame<S: tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    data: &[u8],
+) -> std::io::Result<()> {
     s.write_u32(data.len() as u32).await?;
     s.write_all(data).await?;
     s.flush().await
@@ -194,11 +234,23 @@ async fn run<T: Transport>(
         while let Some(req) = core.poll_stream() {
             let Some(tx) = tx.upgrade() else { return };
             let transport = transport.clone();
-            let join = if req.join { joins.keys().max().copied() } else { None };
+            let join = if req.join {
+                joins.keys().max().copied()
+            } else {
+                None
+            };
             tokio::spawn(async move {
                 let input = match exchange(&*transport, &req).await {
-                    Ok(data) => Input::Reply { from: req.to, data, join },
-                    Err(e) => Input::Failed { to: req.to, error: e.to_string(), join },
+                    Ok(data) => Input::Reply {
+                        from: req.to,
+                        data,
+                        join,
+                    },
+                    Err(e) => Input::Failed {
+                        to: req.to,
+                        error: e.to_string(),
+                        join,
+                    },
                 };
                 let _ = tx.send(input).await;
             });
@@ -262,7 +314,15 @@ async fn run<T: Transport>(
                     continue;
                 }
                 next_join += 1;
-                joins.insert(next_join, JoinState { remaining: seeds.len(), ok: 0, errors: Vec::new(), reply });
+                joins.insert(
+                    next_join,
+                    JoinState {
+                        remaining: seeds.len(),
+                        ok: 0,
+                        errors: Vec::new(),
+                        reply,
+                    },
+                );
                 core.join(&seeds);
             }
             Input::Leave(reply) => {
@@ -286,7 +346,11 @@ async fn run<T: Transport>(
             if joins.get(&id).is_some_and(|j| j.remaining == 0) {
                 let j = joins.remove(&id).expect("present");
                 let n = j.errors.len() + j.ok;
-                let res = if j.ok > 0 { Ok(j.ok) } else { Err(DriverError::Join(n, j.errors.join("; "))) };
+                let res = if j.ok > 0 {
+                    Ok(j.ok)
+                } else {
+                    Err(DriverError::Join(n, j.errors.join("; ")))
+                };
                 let _ = j.reply.send(res);
             }
         }

@@ -27,6 +27,13 @@ pub enum Action {
         node: usize,
         for_: Duration,
     },
+    /// CPU starvation: for `for_`, everything the node receives is processed `delay` late, while
+    /// its own timers keep firing (so it sends probes whose acks it reads too late).
+    Slow {
+        node: usize,
+        delay: Duration,
+        for_: Duration,
+    },
     /// Cuts every link between the two groups.
     Partition(Vec<usize>, Vec<usize>),
     Heal,
@@ -59,6 +66,7 @@ enum Delivery {
         to: usize,
         from: SocketAddr,
         data: Vec<u8>,
+        late: bool,
     },
     StreamRequest {
         to: usize,
@@ -75,6 +83,7 @@ enum Delivery {
 struct SimNode {
     gossip: Option<Gossip>,
     paused_until: Option<Instant>,
+    slow: Option<(Instant, Duration)>,
     timer_gen: u64,
 }
 
@@ -151,6 +160,7 @@ impl Sim {
             sim.nodes.push(SimNode {
                 gossip: None,
                 paused_until: None,
+                slow: None,
                 timer_gen: 0,
             });
             sim.boot(i);
@@ -217,6 +227,9 @@ impl Sim {
                 self.with(node, |g| g.join(&[addr_of(via)]));
             }
             Action::Pause { node, for_ } => self.nodes[node].paused_until = Some(self.now + for_),
+            Action::Slow { node, delay, for_ } => {
+                self.nodes[node].slow = Some((self.now + for_, delay))
+            }
             Action::Partition(a, b) => {
                 for &x in &a {
                     for &y in &b {
@@ -300,6 +313,7 @@ impl Sim {
                     to,
                     from: addr_of(i),
                     data: t.data,
+                    late: false,
                 },
             );
         }
@@ -383,13 +397,44 @@ impl Sim {
             return;
         }
         if let Some(until) = self.paused_until(to) {
-            // a starved process reads its queue late, in order
+            // a paused process reads its queue late, in order
             self.schedule(until, d);
             return;
         }
         let now = self.now;
+        if let Delivery::Datagram {
+            to,
+            from,
+            data,
+            late: false,
+        } = d
+        {
+            match self.nodes[to].slow {
+                Some((until, delay)) if until > now => {
+                    self.schedule(
+                        now + delay,
+                        Delivery::Datagram {
+                            to,
+                            from,
+                            data,
+                            late: true,
+                        },
+                    );
+                    return;
+                }
+                _ => {
+                    self.deliver(Delivery::Datagram {
+                        to,
+                        from,
+                        data,
+                        late: true,
+                    });
+                    return;
+                }
+            }
+        }
         match d {
-            Delivery::Datagram { to, from, data } => {
+            Delivery::Datagram { to, from, data, .. } => {
                 self.with(to, |g| {
                     if let Err(e) = g.handle_datagram(now, from, &data) {
                         tracing::debug!(error = %e, "sim: bad datagram");

@@ -13,7 +13,10 @@ pub trait Transport: Send + Sync + 'static {
     /// The address others reach this node at (what goes into its alive messages).
     fn local_addr(&self) -> SocketAddr;
     fn send_to(&self, data: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<()>> + Send;
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
     fn connect(&self, to: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
 }
@@ -72,19 +75,30 @@ pub struct MeshTransport {
 }
 
 impl MeshTransport {
-    pub async fn bind(node: vantage_mesh::Node, port: u16) -> Result<Self, vantage_mesh::MeshError> {
+    pub async fn bind(
+        node: vantage_mesh::Node,
+        port: u16,
+    ) -> Result<Self, vantage_mesh::MeshError> {
         let tcp = node.tcp_listen(port).await?;
         let port = tcp.local_addr().port();
         let udp = node.udp_bind(port).await?;
         let addr = SocketAddr::V6(SocketAddrV6::new(node.overlay_addr(), port, 0, 0));
-        Ok(Self { node, udp, tcp, addr })
+        Ok(Self {
+            node,
+            udp,
+            tcp,
+            addr,
+        })
     }
 }
 
 fn v6(a: SocketAddr) -> io::Result<SocketAddrV6> {
     match a {
         SocketAddr::V6(a) => Ok(a),
-        SocketAddr::V4(a) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{a} is not an overlay address"))),
+        SocketAddr::V4(a) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{a} is not an overlay address"),
+        )),
     }
 }
 
@@ -105,7 +119,10 @@ impl Transport for MeshTransport {
     }
 
     async fn connect(&self, to: SocketAddr) -> io::Result<Self::Stream> {
-        self.node.tcp_connect(v6(to)?).await.map_err(|e| io::Error::other(e.to_string()))
+        self.node
+            .tcp_connect(v6(to)?)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {

@@ -32,7 +32,10 @@ fn parse() -> Result<Args> {
             "--bind" => bind = Some(value()?.parse().context("--bind takes ip:port")?),
             "--join" => {
                 for s in value()?.split(',').filter(|s| !s.is_empty()) {
-                    join.push(s.parse().with_context(|| format!("--join takes ip:port, got `{s}`"))?);
+                    join.push(
+                        s.parse()
+                            .with_context(|| format!("--join takes ip:port, got `{s}`"))?,
+                    );
                 }
             }
             "--profile" => profile = value()?.parse().map_err(anyhow::Error::msg)?,
@@ -41,7 +44,9 @@ fn parse() -> Result<Args> {
                 println!("vantage-gossip-node --name NAME --bind IP:PORT [--join IP:PORT,...] [--profile lan|wan|fleet] [--seed N]");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument `{other}`; accepted: --name, --bind, --join, --profile, --seed"),
+            other => bail!(
+                "unknown argument `{other}`; accepted: --name, --bind, --join, --profile, --seed"
+            ),
         }
     }
     Ok(Args {
@@ -56,17 +61,24 @@ fn parse() -> Result<Args> {
 fn main() -> Result<()> {
     let args = parse()?;
     // one thread: a gossip node is a handful of timers and sockets
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
-    let transport = PlainTransport::bind(args.bind).await.with_context(|| format!("cannot bind {}", args.bind))?;
+    let transport = PlainTransport::bind(args.bind)
+        .await
+        .with_context(|| format!("cannot bind {}", args.bind))?;
     let (tx, mut events) = mpsc::unbounded_channel();
     let config = Config::profile(args.profile);
     let handle = vantage_gossip::spawn(config, &args.name, &Tags::new(), transport, args.seed, tx)?;
     if !args.join.is_empty() {
-        let n = handle.join(args.join.clone()).await.context("join failed")?;
+        let n = handle
+            .join(args.join.clone())
+            .await
+            .context("join failed")?;
         eprintln!("joined through {n} of {} seeds", args.join.len());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
