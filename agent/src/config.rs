@@ -33,6 +33,18 @@ pub struct Args {
     /// Seeds to join, as a comma-separated `host:port` list.
     #[arg(long, env = "VANTAGE_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
+    /// Member name in the cluster. Default: FLY_MACHINE_ID, else the hostname.
+    #[arg(long, env = "VANTAGE_NAME")]
+    pub name: Option<String>,
+    /// Region code this agent runs in (sin, ams, …).
+    #[arg(long, env = "FLY_REGION", default_value = "local")]
+    pub region: String,
+    /// Overlay port for gossip (UDP and TCP).
+    #[arg(long, env = "VANTAGE_GOSSIP_PORT", default_value_t = 7946)]
+    pub gossip_port: u16,
+    /// Gossip timing profile: lan, wan or fleet.
+    #[arg(long, env = "VANTAGE_GOSSIP_PROFILE", default_value = "fleet")]
+    pub gossip_profile: String,
 }
 
 /// The validated configuration.
@@ -43,6 +55,10 @@ pub struct Config {
     pub bind: SocketAddr,
     pub advertise: Option<SocketAddr>,
     pub seeds: Vec<String>,
+    pub name: String,
+    pub region: String,
+    pub gossip_port: u16,
+    pub gossip_profile: vantage_gossip::Profile,
 }
 
 impl Args {
@@ -72,14 +88,34 @@ impl Args {
                 bail!("seed `{s}` must be `host:port` (for example `10.0.0.2:51820` or `[fd00::1]:51820`)");
             }
         }
+        let name = match self.name.or_else(|| std::env::var("FLY_MACHINE_ID").ok()) {
+            Some(n) => n,
+            None => hostname()?,
+        };
+        if name.is_empty() || name.len() > 255 {
+            bail!("member name `{name}` must be 1 to 255 bytes (--name or VANTAGE_NAME)");
+        }
+        if self.region.is_empty() || self.region.len() > 32 {
+            bail!("region `{}` must be 1 to 32 characters (--region or FLY_REGION)", self.region);
+        }
+        let gossip_profile = self.gossip_profile.parse().map_err(anyhow::Error::msg)?;
         Ok(Config {
             psk,
             private_key,
             bind: self.bind,
             advertise: self.advertise,
             seeds: self.seeds,
+            name,
+            region: self.region,
+            gossip_port: self.gossip_port,
+            gossip_profile,
         })
     }
+}
+
+fn hostname() -> Result<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read the hostname; give --name")?;
+    Ok(h.trim().to_owned())
 }
 
 /// Reads `mesh.key` from the data dir, or writes a fresh one (mode 0600).
