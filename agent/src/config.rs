@@ -96,7 +96,10 @@ impl Args {
             bail!("member name `{name}` must be 1 to 255 bytes (--name or VANTAGE_NAME)");
         }
         if self.region.is_empty() || self.region.len() > 32 {
-            bail!("region `{}` must be 1 to 32 characters (--region or FLY_REGION)", self.region);
+            bail!(
+                "region `{}` must be 1 to 32 characters (--region or FLY_REGION)",
+                self.region
+            );
         }
         let gossip_profile = self.gossip_profile.parse().map_err(anyhow::Error::msg)?;
         Ok(Config {
@@ -114,7 +117,8 @@ impl Args {
 }
 
 fn hostname() -> Result<String> {
-    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read the hostname; give --name")?;
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("cannot read the hostname; give --name")?;
     Ok(h.trim().to_owned())
 }
 

@@ -24,7 +24,11 @@ pub const TAG_REGION: &str = "region";
 pub const TAG_ROLE: &str = "role";
 
 /// Runs the agent until `shutdown` resolves.
-pub async fn run(config: Config, socket: std::net::UdpSocket, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    config: Config,
+    socket: std::net::UdpSocket,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let mut mesh = NodeConfig::new(config.private_key, config.psk);
     mesh.advertise = config.advertise;
     let node = Node::start(mesh, socket).context("cannot start the mesh node")?;
@@ -43,13 +47,20 @@ pub async fn run(config: Config, socket: std::net::UdpSocket, shutdown: impl Fut
     tags.insert(TAG_KEY.into(), node.public_key().to_base64());
     tags.insert(TAG_ENDPOINT.into(), node.advertise_addr().to_string());
     tags.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-    let transport = MeshTransport::bind(node.clone(), config.gossip_port).await.context("cannot bind gossip on the overlay")?;
+    let transport = MeshTransport::bind(node.clone(), config.gossip_port)
+        .await
+        .context("cannot bind gossip on the overlay")?;
     let (tx, mut events) = mpsc::unbounded_channel();
     let gossip_cfg = vantage_gossip::Config::profile(config.gossip_profile);
     let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let gossip = vantage_gossip::spawn(gossip_cfg, &config.name, &tags, transport, seed, tx)?;
     for seed in &config.seeds {
-        let (node, gossip, seed, port) = (node.clone(), gossip.clone(), seed.clone(), config.gossip_port);
+        let (node, gossip, seed, port) = (
+            node.clone(),
+            gossip.clone(),
+            seed.clone(),
+            config.gossip_port,
+        );
         tokio::spawn(async move { join_seed(&node, &gossip, &seed, port).await });
     }
     tokio::pin!(shutdown);
@@ -73,8 +84,17 @@ pub async fn run(config: Config, socket: std::net::UdpSocket, shutdown: impl Fut
 async fn on_event(node: &Node, me: &str, e: Event) {
     match &e {
         Event::Joined(m) | Event::Updated(m) => {
-            let kind = if matches!(e, Event::Joined(_)) { "Join" } else { "Update" };
-            println!("EventMember{kind}: {} {} region={}", m.name, m.addr.ip(), m.tags.get(TAG_REGION).map_or("?", |s| s));
+            let kind = if matches!(e, Event::Joined(_)) {
+                "Join"
+            } else {
+                "Update"
+            };
+            println!(
+                "EventMember{kind}: {} {} region={}",
+                m.name,
+                m.addr.ip(),
+                m.tags.get(TAG_REGION).map_or("?", |s| s)
+            );
             if m.name != me {
                 add_member_peer(node, m).await;
             }
@@ -87,14 +107,28 @@ async fn on_event(node: &Node, me: &str, e: Event) {
     }
 }
 
-async fn add_member_peer(node: &Node, m: &Member) {
-    let key = m.tags.get(TAG_KEY).and_then(|k| k.parse::<PublicKey>().ok());
-    let endpoint = m.tags.get(TAG_ENDPOINT).and_then(|e| e.parse::<SocketAddr>().ok());
+/// Makes a member reachable over the mesh, from its `wg` and `ep` tags.
+pub async fn add_member_peer(node: &Node, m: &Member) {
+    let key = m
+        .tags
+        .get(TAG_KEY)
+        .and_then(|k| k.parse::<PublicKey>().ok());
+    let endpoint = m
+        .tags
+        .get(TAG_ENDPOINT)
+        .and_then(|e| e.parse::<SocketAddr>().ok());
     let Some(key) = key else {
         tracing::warn!(member = %m.name, "member has no valid `{TAG_KEY}` tag; cannot reach it over the mesh");
         return;
     };
-    if let Err(e) = node.add_peer(PeerConfig { key, endpoint, keepalive: Some(25) }).await {
+    if let Err(e) = node
+        .add_peer(PeerConfig {
+            key,
+            endpoint,
+            keepalive: Some(25),
+        })
+        .await
+    {
         tracing::warn!(member = %m.name, error = %e, "cannot add member as a mesh peer");
     }
 }
@@ -109,22 +143,40 @@ async fn join_seed(node: &Node, gossip: &GossipHandle, seed: &str, port: u16) {
                 tracing::info!(%seed, %addr, "joined through seed");
                 return;
             }
-            Err(e) => tracing::warn!(%seed, error = %format!("{e:#}"), retry_in = ?backoff, "cannot join seed"),
+            Err(e) => {
+                tracing::warn!(%seed, error = %format!("{e:#}"), retry_in = ?backoff, "cannot join seed")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-async fn try_join(node: &Node, gossip: &GossipHandle, seed: &str, port: u16) -> Result<SocketAddr> {
+/// Learns a seed's key, makes it a peer and joins its gossip (one attempt).
+pub async fn try_join(
+    node: &Node,
+    gossip: &GossipHandle,
+    seed: &str,
+    port: u16,
+) -> Result<SocketAddr> {
     let addr = lookup_host(seed)
         .await
         .with_context(|| format!("cannot resolve {seed}"))?
         .next()
         .with_context(|| format!("{seed} resolved to no address"))?;
     let key = node.lookup_key(addr, Duration::from_secs(3)).await?;
-    node.add_peer(PeerConfig { key, endpoint: Some(addr), keepalive: Some(25) }).await?;
-    let overlay = SocketAddr::V6(SocketAddrV6::new(node.prefix().address_of(&key), port, 0, 0));
+    node.add_peer(PeerConfig {
+        key,
+        endpoint: Some(addr),
+        keepalive: Some(25),
+    })
+    .await?;
+    let overlay = SocketAddr::V6(SocketAddrV6::new(
+        node.prefix().address_of(&key),
+        port,
+        0,
+        0,
+    ));
     gossip.join(vec![overlay]).await?;
     Ok(addr)
 }
