@@ -47,7 +47,14 @@ fn median_error(per_region: usize, seed: u64) -> f64 {
 fn fleet_profile_embeds_the_real_matrix() {
     for (per_region, seed) in [(1, 5), (3, 6)] {
         let e = median_error(per_region, seed);
-        println!("seed {seed}: {per_region} node(s) per region, 300 s: median relative error {:.1}%", e * 100.0);
-        assert!(e <= 0.10, "seed {seed}: median relative error {:.1}% > 10% with {per_region} per region", e * 100.0);
+        println!(
+            "seed {seed}: {per_region} node(s) per region, 300 s: median relative error {:.1}%",
+            e * 100.0
+        );
+        assert!(
+            e <= 0.10,
+            "seed {seed}: median relative error {:.1}% > 10% with {per_region} per region",
+            e * 100.0
+        );
     }
 }
