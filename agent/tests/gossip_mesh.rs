@@ -203,10 +203,10 @@ async fn agents_converge_estimate_rtt_and_detect_a_kill() {
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let mut errors = Vec::new();
-        for a in 0..REGIONS.len() {
-            for b in a + 1..REGIONS.len() {
+        for (a, ra) in REGIONS.iter().enumerate() {
+            for (b, rb) in REGIONS.iter().enumerate().skip(a + 1) {
                 if let Ok(Some(est)) = gossip.estimate_rtt(&name(a), &name(b)).await {
-                    let truth = matrix.rtt(REGIONS[a], REGIONS[b]).unwrap().as_secs_f64();
+                    let truth = matrix.rtt(ra, rb).unwrap().as_secs_f64();
                     errors.push((est.as_secs_f64() - truth).abs() / truth);
                 }
             }

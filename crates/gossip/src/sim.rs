@@ -49,16 +49,29 @@ pub enum Action {
     },
 }
 
-/// A scenario written as data.
+/// A scenario written as data: a cluster joins through node 0 and settles for `warmup`, then
+/// `steps` happen at their offsets and the run goes on until `run_for` after the warmup.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub seed: u64,
     pub nodes: usize,
     pub config: Config,
     pub loss: f64,
-    /// Actions at offsets from the start.
+    pub warmup: Duration,
     pub steps: Vec<(Duration, Action)>,
     pub run_for: Duration,
+}
+
+impl Scenario {
+    /// Runs the scenario; the returned simulator holds the event log.
+    pub fn run(&self, latency: Latency) -> Sim {
+        let mut sim = Sim::new(self.config.clone(), self.nodes, latency, self.seed);
+        sim.join_all(0);
+        sim.run_until(self.warmup);
+        sim.loss = self.loss;
+        sim.run_scenario(&self.steps, self.run_for);
+        sim
+    }
 }
 
 enum Delivery {

@@ -453,3 +453,117 @@ impl PushPull {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn samples() -> Vec<Msg> {
+        let addr: SocketAddr = "[fd00::1]:7946".parse().unwrap();
+        let coord = Coordinate {
+            vec: vec![0.01; 8],
+            error: 0.5,
+            adjustment: -0.001,
+            height: 1e-5,
+        };
+        vec![
+            Msg::Ping {
+                seq: 1,
+                target: "sin-1".into(),
+            },
+            Msg::IndirectPing {
+                seq: 2,
+                target: "ams".into(),
+                addr,
+                nack: true,
+            },
+            Msg::Ack {
+                seq: 3,
+                coord: Some(coord),
+            },
+            Msg::Ack {
+                seq: 4,
+                coord: None,
+            },
+            Msg::Nack { seq: 5 },
+            Msg::Alive(Alive {
+                incarnation: 6,
+                node: "a".into(),
+                addr,
+                tags: vec![1, b'k', 1, b'v'],
+            }),
+            Msg::Suspect(Accuse {
+                incarnation: 7,
+                node: "b".into(),
+                from: "c".into(),
+            }),
+            Msg::Dead(Accuse {
+                incarnation: 8,
+                node: "b".into(),
+                from: "b".into(),
+            }),
+            Msg::User(UserEvent {
+                ltime: 9,
+                name: "deploy".into(),
+                payload: b"v2".to_vec(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_packets_respect_the_limit() {
+        let addr: SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        let mut p = Packet::new("me", addr, 1232);
+        for m in samples() {
+            assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
+            assert!(p.push(&m.encode()));
+        }
+        assert!(
+            !p.push(&vec![0; 1300]),
+            "a message larger than the room is refused"
+        );
+        let data = p.finish();
+        assert!(data.len() <= 1232);
+        let (from, from_addr, msgs) = decode_packet(&data).unwrap();
+        assert_eq!((from.as_str(), from_addr, msgs), ("me", addr, samples()));
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_never_a_panic() {
+        let addr: SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        let mut p = Packet::new("me", addr, 1232);
+        for m in samples() {
+            p.push(&m.encode());
+        }
+        let good = p.finish();
+        for cut in 0..good.len() {
+            assert!(
+                decode_packet(&good[..cut]).is_err(),
+                "truncation at {cut} accepted"
+            );
+        }
+        let seed = 42;
+        let mut rng = Rng::new(seed);
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            for _ in 0..1 + rng.below(8) {
+                let i = rng.below(b.len());
+                b[i] = rng.next_u64() as u8;
+            }
+            let _ = decode_packet(&b);
+            let junk: Vec<u8> = (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect();
+            let _ = decode_packet(&junk);
+            let _ = PushPull::decode(&junk);
+        }
+        let mut huge = Writer(b"VS".to_vec());
+        huge.u8(VERSION);
+        huge.u8(0);
+        huge.u64(0);
+        huge.u32(u32::MAX);
+        assert_eq!(
+            PushPull::decode(&huge.0),
+            Err(DecodeError::Field("member count"))
+        );
+    }
+}

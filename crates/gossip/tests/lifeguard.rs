@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use vantage_gossip::sim::{name_of, Action, Sim};
+use vantage_gossip::sim::{name_of, Action, Scenario};
 use vantage_gossip::{Config, Event, Profile, Rng};
 
 /// False "failed" declarations of nodes that never paused, over the whole run.
@@ -17,10 +17,6 @@ fn false_failures(lifeguard: bool, seed: u64, slow: bool) -> (usize, usize) {
     let n = 50;
     let mut cfg = Config::profile(Profile::Lan);
     cfg.lifeguard = lifeguard;
-    let mut sim = Sim::new(cfg, n, Box::new(|_, _| Duration::from_millis(1)), seed);
-    sim.join_all(0);
-    sim.run_until(Duration::from_secs(30));
-    assert!(sim.converged(), "seed {seed}: did not converge");
     let mut rng = Rng::new(seed ^ 0x5eed);
     let pausers: Vec<usize> = {
         let mut all: Vec<usize> = (1..n).collect();
@@ -28,7 +24,6 @@ fn false_failures(lifeguard: bool, seed: u64, slow: bool) -> (usize, usize) {
         all.truncate(n / 10);
         all
     };
-    let start = sim.elapsed();
     let mut steps = Vec::new();
     for &p in &pausers {
         let mut t = Duration::from_millis(rng.below(10_000) as u64);
@@ -56,7 +51,18 @@ fn false_failures(lifeguard: bool, seed: u64, slow: bool) -> (usize, usize) {
         }
     }
     let pauses = steps.len();
-    sim.run_scenario(&steps, Duration::from_secs(600));
+    let warmup = Duration::from_secs(30);
+    let scenario = Scenario {
+        seed,
+        nodes: n,
+        config: cfg,
+        loss: 0.0,
+        warmup,
+        steps,
+        run_for: Duration::from_secs(600),
+    };
+    let sim = scenario.run(Box::new(|_, _| Duration::from_millis(1)));
+    let start = warmup;
     let paused: HashSet<String> = pausers.iter().map(|&p| name_of(p)).collect();
     let count = sim
         .log
