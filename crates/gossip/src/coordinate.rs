@@ -1,13 +1,11 @@
 //! Vivaldi network coordinates, as Serf computes them.
 //!
-//! This follows HashiCorp Serf's `coordinate` package: Vivaldi [1] with a non-Euclidean height
-//! and gravity towards the origin [2], a per-peer moving-median latency filter [2], and an
-//! adjustment term averaged over a window of recent observations [3].
-//!
-//! [1] Dabek et al., "Vivaldi: A decentralized network coordinate system", SIGCOMM 2004.
-//! [2] Ledlie, Gardner and Seltzer, "Network Coordinates in the Wild", NSDI 2007.
-//! [3] Lee et al., "On suitability of Euclidean embedding for host-based network coordinate
-//!     systems", IEEE/ACM Transactions on Networking 18.1 (2010).
+//! This follows HashiCorp Serf's `coordinate` package: Vivaldi (Dabek et al., "Vivaldi: A
+//! decentralized network coordinate system", SIGCOMM 2004) with a non-Euclidean height, gravity
+//! towards the origin and a per-peer moving-median latency filter (Ledlie, Gardner and Seltzer,
+//! "Network Coordinates in the Wild", NSDI 2007), and an adjustment term averaged over a window
+//! of recent observations (Lee et al., "On suitability of Euclidean embedding for host-based
+//! network coordinate systems", IEEE/ACM ToN 2010).
 //!
 //! All quantities are seconds as `f64` internally, like Serf, so the arithmetic matches it; the
 //! public surface speaks [`Duration`] where a value is a time.
@@ -31,7 +29,7 @@ const MAX_RTT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoordinateConfig {
     /// Number of Euclidean dimensions, plus the height which is always present. Serf picked 8
-    /// from [2]; accuracy stops improving beyond about 7. Must be at least 1.
+    /// after Ledlie et al.; accuracy stops improving beyond about 7. Must be at least 1.
     pub dimensionality: usize,
     /// Error (dimensionless, relative) of a node that has made no observation yet, and the
     /// ceiling the error is clamped to.
@@ -517,25 +515,29 @@ mod tests {
 
     #[test]
     fn default_config_is_serfs() {
-        let c = CoordinateConfig::default();
-        assert_eq!(c.dimensionality, 8);
-        assert_eq!(c.vivaldi_error_max, 1.5);
-        assert_eq!(c.vivaldi_ce, 0.25);
-        assert_eq!(c.vivaldi_cc, 0.25);
-        assert_eq!(c.adjustment_window_size, 20);
-        assert_eq!(c.height_min, 10.0e-6);
-        assert_eq!(c.latency_filter_size, 3);
-        assert_eq!(c.gravity_rho, 150.0);
+        let serf = CoordinateConfig {
+            dimensionality: 8,
+            vivaldi_error_max: 1.5,
+            vivaldi_ce: 0.25,
+            vivaldi_cc: 0.25,
+            adjustment_window_size: 20,
+            height_min: 10.0e-6,
+            latency_filter_size: 3,
+            gravity_rho: 150.0,
+        };
+        assert_eq!(CoordinateConfig::default(), serf);
     }
 
     #[test]
     fn new_coordinate_sits_at_the_origin() {
         let c = Coordinate::new(&CoordinateConfig::default());
-        assert_eq!(c.vec(), &[0.0; 8]);
-        assert_eq!(c.error(), 1.5);
-        assert_eq!(c.adjustment(), 0.0);
-        assert_eq!(c.height(), 10.0e-6);
-        assert!(c.is_valid());
+        let mut client = Client::new(CoordinateConfig::default()).unwrap();
+        assert_eq!(client.get_coordinate(), c);
+        let elsewhere = Coordinate::from_parts(vec![0.1; 8], 0.5, 0.01, 0.02);
+        client.set_coordinate(&elsewhere).unwrap();
+        assert_eq!(client.get_coordinate(), elsewhere);
+        let parts = (c.vec(), c.error(), c.adjustment(), c.height());
+        assert_eq!(parts, (&[0.0; 8][..], 1.5, 0.0, 10.0e-6));
     }
 
     #[test]
@@ -575,13 +577,8 @@ mod tests {
         assert!(client
             .update("peer", &other, MAX_RTT, &mut not_random())
             .is_ok());
-        assert_eq!(
-            CoordinateError::RttOutOfRange {
-                rtt: Duration::ZERO
-            }
-            .to_string(),
-            "round trip time 0ns is not in (0, 10s]"
-        );
+        let err = CoordinateError::RttOutOfRange { rtt: MAX_RTT * 2 };
+        assert_eq!(err.to_string(), "round trip time 20s is not in (0, 10s]");
     }
 
     #[test]
@@ -655,9 +652,8 @@ mod tests {
             plain.update("p", &other, rtt, &mut not_random()).unwrap();
             spiky.update("p", &other, rtt, &mut not_random()).unwrap();
         }
-        let a = plain
-            .update("p", &other, ms(10), &mut not_random())
-            .unwrap();
+        let mut r = not_random();
+        let a = plain.update("p", &other, ms(10), &mut r).unwrap();
         let b = spiky
             .update("p", &other, ms(900), &mut not_random())
             .unwrap();
@@ -772,10 +768,34 @@ mod tests {
     }
 
     #[test]
-    fn set_coordinate_replaces_the_state() {
-        let mut client = Client::new(config_2d()).unwrap();
-        let c = Coordinate::from_parts(vec![0.1, 0.2], 0.5, 0.01, 0.02);
-        client.set_coordinate(&c).unwrap();
-        assert_eq!(client.get_coordinate(), c);
+    fn one_update_matches_serfs_arithmetic() {
+        let config = config_2d();
+        let mut client = Client::new(config.clone()).unwrap();
+        let me = Coordinate::from_parts(vec![0.01, 0.0], 1.0, 0.0, 0.001);
+        client.set_coordinate(&me).unwrap();
+        let other = Coordinate::from_parts(vec![0.01, 0.03], 0.5, 0.002, 0.002);
+        let rtt = Duration::from_millis(50);
+        let c = client.update("o", &other, rtt, &mut not_random()).unwrap();
+
+        // Vivaldi: the estimate 0.030 + 0.003 heights + 0.002 adjustment = 35 ms is short of
+        // 50 ms, so we are pushed straight away from `other`, down the y axis.
+        let (weight, wrongness) = (1.0 / 1.5, 0.015 / 0.05);
+        let error = 0.25 * weight * wrongness + 1.0 * (1.0 - 0.25 * weight);
+        let force = 0.25 * weight * 0.015;
+        let (x, y) = (0.01, -force);
+        let height = (0.001 + 0.002) * force / 0.03 + 0.001;
+        // Adjustment: half the mean of a window holding one sample, rtt - raw distance.
+        let adjustment = (0.05 - ((0.03 + force) + height + 0.002)) / 40.0;
+        // Gravity: pulled towards the origin by (distance / rho)^2.
+        let norm = f64::hypot(x, y);
+        let pull = ((norm + height + config.height_min + adjustment) / 150.0).powi(2);
+        let expected = [x - pull * x / norm, y - pull * y / norm];
+        let height = height - (height + config.height_min) * pull / norm;
+
+        let got = [c.error, c.vec[0], c.vec[1], c.height, c.adjustment];
+        let want = [error, expected[0], expected[1], height, adjustment];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-13, "got {got:?}, expected {want:?}");
+        }
     }
 }

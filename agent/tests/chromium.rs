@@ -1,0 +1,179 @@
+//! The Chromium supervisor with real Chromium (Debian's `chromium`, or `CHROME`): crash recovery,
+//! recycling without process growth, and a clean stop. Every check of "no leftovers" reads /proc.
+
+use std::time::Duration;
+
+use vantage_agent::chromium::{
+    browser_version, group_members, BrowserState, ChromiumConfig, Supervisor,
+};
+
+fn config() -> ChromiumConfig {
+    ChromiumConfig {
+        path: std::env::var_os("CHROME")
+            .map(Into::into)
+            .unwrap_or_else(|| "chromium".into()),
+        health_interval: Duration::from_millis(200),
+        ..ChromiumConfig::default()
+    }
+}
+
+fn pid_of(s: &BrowserState) -> i32 {
+    match s {
+        BrowserState::Ready { pid, .. } => *pid as i32,
+        other => panic!("not ready: {other:?}"),
+    }
+}
+
+/// Zombie children of this process that persist (another test's supervisor in this process may
+/// have a zombie for a moment until its next health tick reaps it).
+async fn lasting_zombies() -> Vec<i32> {
+    let mut z = zombie_children();
+    for _ in 0..30 {
+        if z.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = zombie_children();
+        z.retain(|p| now.contains(p));
+    }
+    z
+}
+
+/// Children of this test process that are zombies.
+fn zombie_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(me)
+        })
+        .collect()
+}
+
+/// The group's size once it stops changing (helpers start for a while after DevTools answers).
+async fn settled_size(pgid: i32) -> usize {
+    let mut last = usize::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = group_members(pgid).len();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+async fn settle_gone(pgid: i32) -> Vec<i32> {
+    for _ in 0..50 {
+        let left = group_members(pgid);
+        if left.is_empty() {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    group_members(pgid)
+}
+
+#[allow(unsafe_code)]
+fn sigkill(pid: i32) {
+    // SAFETY: kill(2) on a pid this test read from the supervisor; no memory involved.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_is_recovered_and_leaves_nothing_behind() {
+    let sup = Supervisor::spawn(config());
+    let port = sup.ready(Duration::from_secs(60)).await.unwrap();
+    let first = pid_of(&sup.state());
+    assert!(
+        browser_version(port).await.unwrap().contains("Chrome"),
+        "a real browser answers /json/version"
+    );
+    assert!(
+        group_members(first).len() > 1,
+        "chromium runs helpers in its group"
+    );
+    let mut states = sup.watch();
+    sigkill(first);
+    let restarting = tokio::time::timeout(
+        Duration::from_secs(10),
+        states.wait_for(|s| matches!(s, BrowserState::Restarting { .. })),
+    )
+    .await
+    .expect("no restarting state within 10 s")
+    .unwrap()
+    .clone();
+    println!("after SIGKILL: {restarting:?}");
+    let port = sup.ready(Duration::from_secs(60)).await.unwrap();
+    let second = pid_of(&sup.state());
+    assert_ne!(first, second);
+    browser_version(port).await.unwrap();
+    assert_eq!(
+        settle_gone(first).await,
+        Vec::<i32>::new(),
+        "processes of the killed browser survive"
+    );
+    assert_eq!(
+        lasting_zombies().await,
+        Vec::<i32>::new(),
+        "defunct children left behind"
+    );
+    sup.stop().await;
+    assert_eq!(
+        settle_gone(second).await,
+        Vec::<i32>::new(),
+        "stop left browser processes"
+    );
+    assert_eq!(lasting_zombies().await, Vec::<i32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycling_every_20_jobs_does_not_grow_the_process_count() {
+    let sup = Supervisor::spawn(ChromiumConfig {
+        recycle_after_jobs: 20,
+        ..config()
+    });
+    sup.ready(Duration::from_secs(60)).await.unwrap();
+    let mut pids = vec![pid_of(&sup.state())];
+    let mut sizes = Vec::new();
+    for round in 0..5 {
+        let before = pid_of(&sup.state());
+        sizes.push(settled_size(before).await);
+        for _ in 0..20 {
+            sup.job_done();
+        }
+        let mut w = sup.watch();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            w.wait_for(|s| matches!(s, BrowserState::Ready { pid, .. } if *pid as i32 != before)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no recycled browser within 60 s"))
+        .unwrap();
+        pids.push(pid_of(&sup.state()));
+        assert_eq!(
+            settle_gone(before).await,
+            Vec::<i32>::new(),
+            "round {round}: the recycled browser lingers"
+        );
+    }
+    println!("browser pids {pids:?}, group sizes {sizes:?}");
+    let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+    assert!(
+        max - min <= 2,
+        "process count grew across recycles: {sizes:?}"
+    );
+    assert_eq!(lasting_zombies().await, Vec::<i32>::new());
+    sup.stop().await;
+}
