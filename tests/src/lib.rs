@@ -3,5 +3,6 @@
 
 pub mod cluster;
 pub mod netns;
+pub mod origin;
 pub mod traffic;
 pub mod wggo;

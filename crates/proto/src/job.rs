@@ -1,0 +1,153 @@
+//! The page-load job an agent runs.
+
+use serde::{Deserialize, Serialize};
+
+/// Most runs per job.
+pub const MAX_RUNS: u8 = 9;
+/// Longest job timeout, in milliseconds.
+pub const MAX_TIMEOUT_MS: u32 = 120_000;
+/// Longest quiet window after `load`, in milliseconds.
+pub const MAX_QUIET_MS: u32 = 10_000;
+
+/// Cold runs use a fresh browser context each; warm runs reuse the previous run's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    Cold,
+    Warm,
+    /// Each run is a cold load followed by a warm repeat view, as WebPageTest does.
+    Both,
+}
+
+/// CSS pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewport {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// When a run is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "until", rename_all = "snake_case")]
+pub enum Wait {
+    /// The `load` event.
+    Load,
+    /// `load`, then no network activity for `quiet_ms` (capped at [`MAX_QUIET_MS`]).
+    LoadAndQuiet { quiet_ms: u32 },
+}
+
+/// A page-load job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub url: String,
+    /// 1 to [`MAX_RUNS`].
+    pub runs: u8,
+    pub view: View,
+    pub viewport: Viewport,
+    pub user_agent: Option<String>,
+    /// Whole-run deadline in milliseconds; a run past it yields a partial report marked timed out.
+    pub timeout_ms: u32,
+    pub wait: Wait,
+    pub screenshot: bool,
+}
+
+impl JobSpec {
+    /// The defaults a user gets with just a URL: one cold run, 1366×768, load + 2 s quiet, 60 s.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            runs: 1,
+            view: View::Cold,
+            viewport: Viewport { width: 1366, height: 768 },
+            user_agent: None,
+            timeout_ms: 60_000,
+            wait: Wait::LoadAndQuiet { quiet_ms: 2_000 },
+            screenshot: false,
+        }
+    }
+
+    /// Checks every field; the error says what was wrong and what is accepted.
+    pub fn validate(&self) -> Result<url::Url, JobError> {
+        let url = url::Url::parse(&self.url).map_err(|e| JobError::Url(self.url.clone(), e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(JobError::Scheme(url.scheme().to_owned()));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(JobError::Url(self.url.clone(), "no host".into()));
+        }
+        if !(1..=MAX_RUNS).contains(&self.runs) {
+            return Err(JobError::Runs(self.runs));
+        }
+        let Viewport { width, height } = self.viewport;
+        if !(200..=4096).contains(&width) || !(200..=4096).contains(&height) {
+            return Err(JobError::Viewport(width, height));
+        }
+        if !(1_000..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(JobError::Timeout(self.timeout_ms));
+        }
+        if let Wait::LoadAndQuiet { quiet_ms } = self.wait {
+            if quiet_ms > MAX_QUIET_MS {
+                return Err(JobError::Quiet(quiet_ms));
+            }
+        }
+        if let Some(ua) = &self.user_agent {
+            if ua.is_empty() || ua.len() > 512 || ua.chars().any(char::is_control) {
+                return Err(JobError::UserAgent);
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// Why a job spec was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    #[error("`{0}` is not a valid URL: {1}")]
+    Url(String, String),
+    #[error("`{0}:` URLs are not loaded; only http and https are accepted")]
+    Scheme(String),
+    #[error("runs is {0}; accepted is 1 to 9")]
+    Runs(u8),
+    #[error("viewport {0}×{1} is out of range; width and height must be 200 to 4096 CSS pixels")]
+    Viewport(u32, u32),
+    #[error("timeout is {0} ms; accepted is 1000 to 120000 ms")]
+    Timeout(u32),
+    #[error("quiet window is {0} ms; the cap is 10000 ms")]
+    Quiet(u32),
+    #[error("user agent must be 1 to 512 printable characters")]
+    UserAgent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_it_must_with_specific_errors() {
+        for (url, want) in [
+            ("file:///etc/passwd", "`file:` URLs are not loaded"),
+            ("chrome://settings", "`chrome:` URLs are not loaded"),
+            ("javascript:alert(1)", "`javascript:` URLs are not loaded"),
+            ("not a url", "is not a valid URL"),
+        ] {
+            let err = JobSpec::new(url).validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{url}: {err}");
+        }
+        let mut j = JobSpec::new("https://example.com/");
+        assert!(j.validate().is_ok());
+        j.runs = 10;
+        assert_eq!(j.validate(), Err(JobError::Runs(10)));
+        j.runs = 3;
+        j.wait = Wait::LoadAndQuiet { quiet_ms: 60_000 };
+        assert_eq!(j.validate(), Err(JobError::Quiet(60_000)));
+    }
+
+    #[test]
+    fn json_shape_is_stable() {
+        let j = JobSpec::new("https://example.com/");
+        let v = serde_json::to_value(&j).unwrap();
+        assert_eq!(v["view"], "cold");
+        assert_eq!(v["wait"]["until"], "load_and_quiet");
+        assert_eq!(serde_json::from_value::<JobSpec>(v).unwrap(), j);
+    }
+}

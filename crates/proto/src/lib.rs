@@ -1,0 +1,12 @@
+//! `vantage-proto`: the only types that cross a process boundary. Job specs go from the controller
+//! to an agent; reports come back and are stored and rendered (JSON, CLI, HAR, HTML, dashboard).
+//! Both are versioned; a reader refuses a newer major schema with a clear error.
+
+mod job;
+mod report;
+
+pub use job::{JobError, JobSpec, View, Viewport, Wait, MAX_QUIET_MS, MAX_RUNS, MAX_TIMEOUT_MS};
+pub use report::{
+    ConsoleEntry, HarTimings, Lcp, LongTask, NavTiming, Redirect, Report, Request, Run, RunView, Stats, Summary,
+    TbtWindow, MEDIAN_RULE, SCHEMA_VERSION,
+};
