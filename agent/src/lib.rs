@@ -2,6 +2,7 @@
 //! identity in its tags, and turns every member it learns of into a WireGuard peer. Chromium
 //! supervision, the load executor and the CDP gateway come with the agent issue.
 
+pub mod cdp;
 pub mod chromium;
 pub mod config;
 

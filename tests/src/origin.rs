@@ -15,7 +15,6 @@
 //! (a 10 MiB HTML page), [`NEVER_PATH`] (the head and a little body, then nothing until the server
 //! stops) and `/slow?ms=N` (a small page after N ms).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -341,8 +340,13 @@ impl Site {
             ),
             (
                 "/missing.png",
-                Resource::new(404, "text/plain; charset=utf-8", b"not found\n".to_vec(), 50)
-                    .typed("Image"),
+                Resource::new(
+                    404,
+                    "text/plain; charset=utf-8",
+                    b"not found\n".to_vec(),
+                    50,
+                )
+                .typed("Image"),
             ),
             (
                 "/app.js",
@@ -363,7 +367,8 @@ impl Site {
                 .header("Access-Control-Allow-Origin", "*")
                 .typed("Script"),
         )];
-        let own = |v: Vec<(&str, Resource)>| v.into_iter().map(|(p, r)| (p.to_owned(), r)).collect();
+        let own =
+            |v: Vec<(&str, Resource)>| v.into_iter().map(|(p, r)| (p.to_owned(), r)).collect();
         Site {
             main: own(main),
             cross: own(cross),
@@ -515,7 +520,9 @@ fn font_bytes() -> Vec<u8> {
 /// an image as an LCP candidate.
 fn hero_png() -> Vec<u8> {
     let (w, h) = HERO_SIZE;
-    png(w, h, 0, |x, y| vec![((x * 255 / w + y * 64 / h) % 256) as u8])
+    png(w, h, 0, |x, y| {
+        vec![((x * 255 / w + y * 64 / h) % 256) as u8]
+    })
 }
 
 /// A 32×32 RGB checkerboard.
@@ -614,7 +621,10 @@ struct Reply {
 enum Body {
     Full(Arc<[u8]>),
     /// Declare `declared` bytes, send `prefix`, then hold the connection open.
-    Stall { declared: usize, prefix: Vec<u8> },
+    Stall {
+        declared: usize,
+        prefix: Vec<u8>,
+    },
 }
 
 impl Server {
@@ -686,7 +696,10 @@ fn huge_html() -> Vec<u8> {
     let mut line = 0u64;
     while s.len() + 80 + tail.len() < HUGE_BYTES {
         // Fixed-width lines so the padding arithmetic below stays trivial.
-        let _ = writeln!(s, "<p>line {line:012} of a ten mebibyte page, padding padding</p>");
+        let _ = writeln!(
+            s,
+            "<p>line {line:012} of a ten mebibyte page, padding padding</p>"
+        );
         line += 1;
     }
     s.push_str("<p>");

@@ -58,7 +58,10 @@ impl JobSpec {
             url: url.to_owned(),
             runs: 1,
             view: View::Cold,
-            viewport: Viewport { width: 1366, height: 768 },
+            viewport: Viewport {
+                width: 1366,
+                height: 768,
+            },
             user_agent: None,
             timeout_ms: 60_000,
             wait: Wait::LoadAndQuiet { quiet_ms: 2_000 },
@@ -68,7 +71,8 @@ impl JobSpec {
 
     /// Checks every field; the error says what was wrong and what is accepted.
     pub fn validate(&self) -> Result<url::Url, JobError> {
-        let url = url::Url::parse(&self.url).map_err(|e| JobError::Url(self.url.clone(), e.to_string()))?;
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| JobError::Url(self.url.clone(), e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(JobError::Scheme(url.scheme().to_owned()));
         }

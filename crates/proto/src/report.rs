@@ -13,7 +13,8 @@ use crate::job::{JobSpec, Viewport};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// How the median run is chosen (WebPageTest's rule).
-pub const MEDIAN_RULE: &str = "median by load time: the middle run of those that loaded, ordered by load event time; \
+pub const MEDIAN_RULE: &str =
+    "median by load time: the middle run of those that loaded, ordered by load event time; \
 with an even count, the faster of the two middle runs";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,11 +186,19 @@ impl Summary {
     /// `None` when no run loaded.
     pub fn from_runs(runs: &[Run]) -> Option<Summary> {
         let cold: Vec<usize> = {
-            let c: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].view != Some(RunView::Warm)).collect();
-            if c.is_empty() { (0..runs.len()).collect() } else { c }
+            let c: Vec<usize> = (0..runs.len())
+                .filter(|&i| runs[i].view != Some(RunView::Warm))
+                .collect();
+            if c.is_empty() {
+                (0..runs.len()).collect()
+            } else {
+                c
+            }
         };
-        let mut loaded: Vec<(f64, usize)> =
-            cold.iter().filter_map(|&i| runs[i].timing.load_ms.map(|l| (l, i))).collect();
+        let mut loaded: Vec<(f64, usize)> = cold
+            .iter()
+            .filter_map(|&i| runs[i].timing.load_ms.map(|l| (l, i)))
+            .collect();
         if loaded.is_empty() {
             return None;
         }
@@ -207,14 +216,30 @@ impl Summary {
             ("requests", |r| Some(r.requests.len() as f64)),
         ];
         for (name, get) in metrics {
-            let mut v: Vec<f64> = cold.iter().filter(|&&i| runs[i].error.is_none()).filter_map(|&i| get(&runs[i])).collect();
+            let mut v: Vec<f64> = cold
+                .iter()
+                .filter(|&&i| runs[i].error.is_none())
+                .filter_map(|&i| get(&runs[i]))
+                .collect();
             if v.is_empty() {
                 continue;
             }
             v.sort_by(f64::total_cmp);
-            stats.insert(name.to_owned(), Stats { min: v[0], p50: nearest_rank(&v, 0.5), p90: nearest_rank(&v, 0.9), max: v[v.len() - 1] });
+            stats.insert(
+                name.to_owned(),
+                Stats {
+                    min: v[0],
+                    p50: nearest_rank(&v, 0.5),
+                    p90: nearest_rank(&v, 0.9),
+                    max: v[v.len() - 1],
+                },
+            );
         }
-        Some(Summary { median_run, rule: MEDIAN_RULE.to_owned(), stats })
+        Some(Summary {
+            median_run,
+            rule: MEDIAN_RULE.to_owned(),
+            stats,
+        })
     }
 }
 
@@ -229,7 +254,14 @@ mod tests {
     use super::*;
 
     fn run(load: Option<f64>, view: RunView) -> Run {
-        Run { view: Some(view), timing: NavTiming { load_ms: load, ..NavTiming::default() }, ..Run::default() }
+        Run {
+            view: Some(view),
+            timing: NavTiming {
+                load_ms: load,
+                ..NavTiming::default()
+            },
+            ..Run::default()
+        }
     }
 
     #[test]
@@ -242,11 +274,24 @@ mod tests {
             run(None, RunView::Cold),
         ];
         let s = Summary::from_runs(&runs).unwrap();
-        assert_eq!(s.median_run, 3, "middle of 500/700/900 is 700; the warm run does not count");
-        let even = vec![run(Some(300.0), RunView::Cold), run(Some(200.0), RunView::Cold)];
-        assert_eq!(Summary::from_runs(&even).unwrap().median_run, 1, "the faster of the two middle runs");
+        assert_eq!(
+            s.median_run, 3,
+            "middle of 500/700/900 is 700; the warm run does not count"
+        );
+        let even = vec![
+            run(Some(300.0), RunView::Cold),
+            run(Some(200.0), RunView::Cold),
+        ];
+        assert_eq!(
+            Summary::from_runs(&even).unwrap().median_run,
+            1,
+            "the faster of the two middle runs"
+        );
         let st = s.stats["load_ms"];
-        assert_eq!((st.min, st.p50, st.p90, st.max), (500.0, 700.0, 900.0, 900.0));
+        assert_eq!(
+            (st.min, st.p50, st.p90, st.max),
+            (500.0, 700.0, 900.0, 900.0)
+        );
         assert!(Summary::from_runs(&[run(None, RunView::Cold)]).is_none());
     }
 }
