@@ -2,9 +2,12 @@
 //! identity in its tags, and turns every member it learns of into a WireGuard peer. Chromium
 //! supervision, the load executor and the CDP gateway come with the agent issue.
 
+pub mod capture;
 pub mod cdp;
 pub mod chromium;
 pub mod config;
+pub mod executor;
+pub mod waterfall;
 
 use std::future::Future;
 use std::net::{SocketAddr, SocketAddrV6};

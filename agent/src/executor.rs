@@ -1,0 +1,411 @@
+//! Runs a page-load job against the local browser: a fresh browser context per cold run, the same
+//! context again for a warm run, everything captured from CDP events and the page's own
+//! performance entries, and a deadline on every phase so a page that never settles still yields a
+//! partial report.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use vantage_proto::{
+    ConsoleEntry, JobSpec, Report, Run, RunView, Summary, View, Wait, SCHEMA_VERSION,
+};
+
+use crate::capture::{self, COLLECT_JS, OBSERVER_JS};
+use crate::cdp::{Cdp, CdpEvent};
+use crate::waterfall::Waterfall;
+
+/// Who ran the job, for the report.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub region: String,
+    pub node: String,
+    pub browser_version: String,
+}
+
+/// Progress of a job, for streaming to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    RunStarted {
+        index: u8,
+        view: RunView,
+    },
+    RunFinished {
+        index: u8,
+        view: RunView,
+        load_ms: Option<f64>,
+    },
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs every run of `spec` and summarises them. Never fails as a whole: a failed run carries its
+/// error in the report.
+pub async fn run_job(
+    cdp: &Cdp,
+    spec: &JobSpec,
+    ctx: &RunContext,
+    progress: &mpsc::UnboundedSender<Progress>,
+) -> Report {
+    let started_unix_ms = unix_ms();
+    let mut runs = Vec::new();
+    let mut user_agent = String::new();
+    for index in 1..=spec.runs {
+        let views: &[RunView] = match spec.view {
+            View::Cold => &[RunView::Cold],
+            View::Warm | View::Both => &[RunView::Cold, RunView::Warm],
+        };
+        let mut page: Option<PageCtx> = None;
+        for &view in views {
+            let _ = progress.send(Progress::RunStarted { index, view });
+            let run = match run_once(cdp, spec, &mut page, index, view).await {
+                Ok((run, ua)) => {
+                    if user_agent.is_empty() {
+                        user_agent = ua;
+                    }
+                    run
+                }
+                Err(e) => Run {
+                    index,
+                    view: Some(view),
+                    url: spec.url.clone(),
+                    started_unix_ms: unix_ms(),
+                    error: Some(format!("{e:#}")),
+                    ..Run::default()
+                },
+            };
+            let _ = progress.send(Progress::RunFinished {
+                index,
+                view,
+                load_ms: run.timing.load_ms,
+            });
+            // a warm-only job reports just the repeat view
+            if !(spec.view == View::Warm && view == RunView::Cold) {
+                runs.push(run);
+            }
+        }
+        if let Some(p) = page.take() {
+            p.close(cdp).await;
+        }
+    }
+    let summary = Summary::from_runs(&runs);
+    Report {
+        schema: SCHEMA_VERSION,
+        job: spec.clone(),
+        started_unix_ms,
+        region: ctx.region.clone(),
+        node: ctx.node.clone(),
+        browser_version: ctx.browser_version.clone(),
+        user_agent,
+        runs,
+        summary,
+    }
+}
+
+/// A browser context with one page attached.
+struct PageCtx {
+    context: String,
+    session: String,
+    events: mpsc::UnboundedReceiver<CdpEvent>,
+}
+
+impl PageCtx {
+    async fn open(cdp: &Cdp, spec: &JobSpec) -> Result<Self> {
+        let context = cdp
+            .call(
+                None,
+                "Target.createBrowserContext",
+                json!({ "disposeOnDetach": true }),
+            )
+            .await?;
+        let context = context["browserContextId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no browserContextId"))?
+            .to_owned();
+        let target = cdp
+            .call(
+                None,
+                "Target.createTarget",
+                json!({ "url": "about:blank", "browserContextId": context }),
+            )
+            .await?;
+        let target = target["targetId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no targetId"))?
+            .to_owned();
+        let attached = cdp
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target, "flatten": true }),
+            )
+            .await?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sessionId"))?
+            .to_owned();
+        let events = cdp.subscribe(&session);
+        let s = Some(session.as_str());
+        for domain in [
+            "Page.enable",
+            "Network.enable",
+            "Runtime.enable",
+            "Log.enable",
+            "Performance.enable",
+        ] {
+            cdp.call(s, domain, json!({})).await?;
+        }
+        let vp = spec.viewport;
+        cdp.call(
+            s,
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": vp.width, "height": vp.height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await?;
+        if let Some(ua) = &spec.user_agent {
+            cdp.call(
+                s,
+                "Network.setUserAgentOverride",
+                json!({ "userAgent": ua }),
+            )
+            .await?;
+        }
+        // certificate errors are never ignored: no Security.setIgnoreCertificateErrors here
+        cdp.call(
+            s,
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": OBSERVER_JS }),
+        )
+        .await?;
+        Ok(Self {
+            context,
+            session,
+            events,
+        })
+    }
+
+    async fn close(self, cdp: &Cdp) {
+        cdp.unsubscribe(&self.session);
+        let _ = cdp
+            .call(
+                None,
+                "Target.disposeBrowserContext",
+                json!({ "browserContextId": self.context }),
+            )
+            .await;
+    }
+}
+
+async fn run_once(
+    cdp: &Cdp,
+    spec: &JobSpec,
+    page: &mut Option<PageCtx>,
+    index: u8,
+    view: RunView,
+) -> Result<(Run, String)> {
+    let deadline = Instant::now() + Duration::from_millis(u64::from(spec.timeout_ms));
+    if view == RunView::Cold {
+        if let Some(old) = page.take() {
+            old.close(cdp).await;
+        }
+        *page = Some(
+            tokio::time::timeout_at(deadline.into(), PageCtx::open(cdp, spec))
+                .await
+                .map_err(|_| anyhow!("timed out opening a browser context"))??,
+        );
+    }
+    let p = page
+        .as_mut()
+        .ok_or_else(|| anyhow!("no page for a warm run"))?;
+    while p.events.try_recv().is_ok() {}
+    let s = Some(p.session.as_str());
+    let mut run = Run {
+        index,
+        view: Some(view),
+        url: spec.url.clone(),
+        started_unix_ms: unix_ms(),
+        viewport: Some(spec.viewport),
+        ..Run::default()
+    };
+    let mut fall = Waterfall::default();
+    let nav = tokio::time::timeout_at(
+        deadline.into(),
+        cdp.call(s, "Page.navigate", json!({ "url": spec.url })),
+    )
+    .await;
+    match nav {
+        Err(_) => run.timed_out = true,
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(v)) => {
+            if let Some(err) = v
+                .get("errorText")
+                .and_then(Value::as_str)
+                .filter(|e| !e.is_empty())
+            {
+                if err.contains("CERT") || err.contains("SSL") {
+                    run.certificate_error = Some(err.to_owned());
+                }
+                run.error = Some(format!("navigation failed: {err}"));
+            }
+        }
+    }
+    // wait for load, then (optionally) a quiet network window
+    let quiet = match spec.wait {
+        Wait::Load => None,
+        Wait::LoadAndQuiet { quiet_ms } => Some(Duration::from_millis(u64::from(quiet_ms))),
+    };
+    let mut loaded = run.error.is_some();
+    let mut quiet_since = Instant::now();
+    while !run.timed_out {
+        let now = Instant::now();
+        if loaded {
+            match quiet {
+                None => break,
+                Some(q) if fall.inflight.is_empty() && now.duration_since(quiet_since) >= q => {
+                    break
+                }
+                _ => {}
+            }
+        }
+        if now >= deadline {
+            run.timed_out = true;
+            break;
+        }
+        let tick = (now + Duration::from_millis(50)).min(deadline);
+        match tokio::time::timeout_at(tick.into(), p.events.recv()).await {
+            Ok(Some(e)) => match e.method.as_str() {
+                "Page.loadEventFired" => loaded = true,
+                "Runtime.consoleAPICalled" if e.params["type"] == "error" => {
+                    run.console_errors.push(console_entry(&e.params))
+                }
+                "Runtime.exceptionThrown" => run.exceptions.push(exception_entry(&e.params)),
+                "Log.entryAdded" if e.params["entry"]["level"] == "error" => {
+                    run.console_errors.push(ConsoleEntry {
+                        text: e.params["entry"]["text"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        url: e.params["entry"]["url"].as_str().map(str::to_owned),
+                    })
+                }
+                m if m.starts_with("Network.") => {
+                    fall.on_event(m, &e.params);
+                    quiet_since = Instant::now();
+                }
+                _ => {}
+            },
+            Ok(None) => return Err(anyhow!("the browser closed the page")),
+            Err(_) => {}
+        }
+    }
+    // collect what the page measured (short deadlines: the page may be wedged)
+    let short = Duration::from_secs(5);
+    let collected = tokio::time::timeout(
+        short,
+        cdp.call(
+            s,
+            "Runtime.evaluate",
+            json!({ "expression": COLLECT_JS, "returnByValue": true }),
+        ),
+    )
+    .await;
+    let mut ua = String::new();
+    if let Ok(Ok(v)) = collected {
+        let data: Value = v["result"]["value"]
+            .as_str()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null);
+        ua = data["ua"].as_str().unwrap_or_default().to_owned();
+        if !data["nav"].is_null() {
+            run.timing = capture::nav_timing(&data["nav"]);
+        }
+        let v = &data["v"];
+        run.first_paint_ms = v["paints"]["first-paint"].as_f64();
+        run.first_contentful_paint_ms = v["paints"]["first-contentful-paint"].as_f64();
+        run.lcp = capture::lcp(v);
+        let pairs = |k: &str| -> Vec<(f64, f64)> {
+            v[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        run.cls = capture::cls(&pairs("shifts"));
+        let end = data["now"].as_f64().unwrap_or(0.0);
+        (run.tbt, run.long_tasks) =
+            capture::tbt(&pairs("longtasks"), run.first_contentful_paint_ms, end);
+    }
+    if let Ok(Ok(m)) =
+        tokio::time::timeout(short, cdp.call(s, "Performance.getMetrics", json!({}))).await
+    {
+        let metrics: BTreeMap<String, f64> = m["metrics"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| Some((x["name"].as_str()?.to_owned(), x["value"].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        run.metrics = metrics;
+    }
+    if spec.screenshot && run.error.is_none() {
+        if let Ok(Ok(shot)) = tokio::time::timeout(
+            short,
+            cdp.call(s, "Page.captureScreenshot", json!({ "format": "png" })),
+        )
+        .await
+        {
+            run.screenshot_png_base64 = shot["data"].as_str().map(str::to_owned);
+        }
+    }
+    if let Some((status, url)) = fall.document() {
+        run.status = status;
+        run.final_url = url;
+    }
+    run.redirects = std::mem::take(&mut fall.redirects);
+    run.requests = fall.into_requests();
+    Ok((run, ua))
+}
+
+fn console_entry(p: &Value) -> ConsoleEntry {
+    let text = p["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    x["value"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x["description"].as_str().unwrap_or_default().to_owned())
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let url = p["stackTrace"]["callFrames"][0]["url"]
+        .as_str()
+        .map(str::to_owned);
+    ConsoleEntry { text, url }
+}
+
+fn exception_entry(p: &Value) -> ConsoleEntry {
+    let d = &p["exceptionDetails"];
+    let text = d["exception"]["description"]
+        .as_str()
+        .or(d["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    ConsoleEntry {
+        text,
+        url: d["url"].as_str().map(str::to_owned),
+    }
+}
