@@ -133,3 +133,164 @@ fn url_path(url: &str) -> String {
     let path = rest.find('/').map_or("/", |i| &rest[i..]);
     path.split(['?', '#']).next().unwrap_or("/").to_owned()
 }
+
+/// A TLS server with a self-signed certificate (`openssl s_server`), killed on drop.
+struct SelfSigned {
+    child: std::process::Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl SelfSigned {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("vantage-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl must be installed");
+        assert!(ok.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-www", "-accept", &port.to_string()])
+            .arg("-key")
+            .arg(&key)
+            .arg("-cert")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_clear_errors_or_partial_reports_and_the_browser_survives() {
+    for url in [
+        "file:///etc/passwd",
+        "chrome://settings",
+        "javascript:alert(1)",
+    ] {
+        let err = JobSpec::new(url).validate().unwrap_err().to_string();
+        assert!(
+            err.contains("only http and https are accepted"),
+            "{url}: {err}"
+        );
+    }
+    let origin = Origin::start().await.unwrap();
+    let tls = SelfSigned::start();
+    let (sup, cdp, version) = browser().await;
+    let quick = |url: &str| {
+        let mut s = JobSpec::new(url);
+        s.timeout_ms = 8_000;
+        s.wait = Wait::Load;
+        s
+    };
+    // a port nothing listens on (Chromium refuses "unsafe" low ports before connecting)
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused = format!("http://127.0.0.1:{closed}/");
+    let cases = [
+        ("http://no-such-host.invalid/", "ERR_NAME_NOT_RESOLVED"),
+        (&*refused, "ERR_CONNECTION_REFUSED"),
+        (&*format!("https://127.0.0.1:{}/", tls.port), "ERR_CERT"),
+    ];
+    for (url, want) in cases {
+        let r = load(&cdp, &version, &quick(url)).await;
+        let err = r.runs[0].error.clone().unwrap_or_default();
+        println!("{url}: {err}");
+        assert!(
+            err.contains(want),
+            "{url}: error `{err}` does not name {want}"
+        );
+        if want == "ERR_CERT" {
+            assert!(
+                r.runs[0].certificate_error.is_some(),
+                "certificate errors are reported, never ignored"
+            );
+        }
+    }
+    // a 10 MB page: a complete report, or a partial one marked timed out; never a hang
+    let mut big = quick(&origin.url(vantage_tests::origin::HUGE_PATH));
+    big.timeout_ms = 30_000;
+    let huge = load(&cdp, &version, &big).await;
+    let run = &huge.runs[0];
+    let doc = &run.requests[0];
+    println!(
+        "huge: status {} body {} bytes, load {:?}, timed out {}",
+        doc.status, doc.body_bytes, run.timing.load_ms, run.timed_out
+    );
+    assert_eq!(run.error, None);
+    assert_eq!(doc.status, 200);
+    assert!(run.timed_out || run.timing.load_ms.is_some(), "{run:?}");
+    // a page that never finishes: a partial report marked timed out, within the deadline
+    let started = std::time::Instant::now();
+    let never = load(
+        &cdp,
+        &version,
+        &quick(&origin.url(vantage_tests::origin::NEVER_PATH)),
+    )
+    .await;
+    println!(
+        "never: timed_out {} after {:?}",
+        never.runs[0].timed_out,
+        started.elapsed()
+    );
+    assert!(never.runs[0].timed_out, "{:?}", never.runs[0]);
+    assert!(
+        !never.runs[0].requests.is_empty(),
+        "the partial report keeps what was captured"
+    );
+    // and the browser is still healthy: a normal job succeeds
+    assert!(
+        matches!(sup.state(), BrowserState::Ready { .. }),
+        "{:?}",
+        sup.state()
+    );
+    let ok = load(&cdp, &version, &quick(&origin.url("/index.html"))).await;
+    assert_eq!(ok.runs[0].error, None);
+    assert_eq!(ok.runs[0].status, 200);
+    sup.stop().await;
+}
