@@ -7,6 +7,7 @@ pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod executor;
+pub mod jobs;
 pub mod waterfall;
 
 use std::future::Future;

@@ -53,8 +53,18 @@ async fn send_get(url: &str) -> anyhow::Result<(TcpStream, Instant)> {
     Ok((stream, Instant::now()))
 }
 
-/// Splits a response into its parsed head and whatever body bytes came with it.
-fn parse_head(bytes: &[u8]) -> anyhow::Result<Option<(u16, HashMap<String, String>, usize)>> {
+/// A parsed response head.
+#[derive(Debug)]
+struct Head {
+    status: u16,
+    /// Names in lower case.
+    headers: HashMap<String, String>,
+    /// Where the body starts in the bytes read.
+    body_start: usize,
+}
+
+/// Parses the response head at the start of `bytes`; `None` while it is incomplete.
+fn parse_head(bytes: &[u8]) -> anyhow::Result<Option<Head>> {
     let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
@@ -74,7 +84,11 @@ fn parse_head(bytes: &[u8]) -> anyhow::Result<Option<(u16, HashMap<String, Strin
         let old = headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
         ensure!(old.is_none(), "header {name} sent twice");
     }
-    Ok(Some((status, headers, end + 4)))
+    Ok(Some(Head {
+        status,
+        headers,
+        body_start: end + 4,
+    }))
 }
 
 /// A whole GET: reads until the server closes the connection.
@@ -85,11 +99,11 @@ async fn get(url: &str) -> anyhow::Result<Response> {
         stream.read_exact(&mut bytes).await.context("no response")?;
         let first_byte = sent.elapsed();
         stream.read_to_end(&mut bytes).await?;
-        let (status, headers, body_start) = parse_head(&bytes)?.context("incomplete head")?;
+        let head = parse_head(&bytes)?.context("incomplete head")?;
         anyhow::Ok(Response {
-            status,
-            headers,
-            body: bytes.split_off(body_start),
+            status: head.status,
+            headers: head.headers,
+            body: bytes.split_off(head.body_start),
             first_byte,
         })
     };
@@ -200,9 +214,8 @@ async fn bad_input_routes_behave() -> anyhow::Result<()> {
         ensure!(n > 0, "/never closed before its head");
         bytes.extend_from_slice(&chunk[..n]);
     };
-    let (status, headers, body_start) = head;
-    ensure!(status == 200);
-    ensure!(headers.get("content-length") == Some(&NEVER_DECLARED_BYTES.to_string()));
+    ensure!(head.status == 200);
+    ensure!(head.headers.get("content-length") == Some(&NEVER_DECLARED_BYTES.to_string()));
     let quiet = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
             match stream.read(&mut chunk).await {
@@ -213,7 +226,7 @@ async fn bad_input_routes_behave() -> anyhow::Result<()> {
     })
     .await;
     ensure!(quiet.is_err(), "/never closed its connection");
-    ensure!(bytes.len() - body_start < NEVER_DECLARED_BYTES);
+    ensure!(bytes.len() - head.body_start < NEVER_DECLARED_BYTES);
 
     // Stopping the origin closes the held connection.
     drop(origin);

@@ -4,6 +4,7 @@
 
 mod job;
 mod report;
+pub mod wire;
 
 pub use job::{JobError, JobSpec, View, Viewport, Wait, MAX_QUIET_MS, MAX_RUNS, MAX_TIMEOUT_MS};
 pub use report::{

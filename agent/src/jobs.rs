@@ -1,0 +1,204 @@
+//! The job API on the overlay: one job per connection, a concurrency limit with a bounded queue
+//! and a clear "busy" beyond it, progress streamed as it happens, and cancellation when the client
+//! goes away.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+use vantage_proto::wire::{self, JobEvent, JobRequest};
+
+use crate::cdp::Cdp;
+use crate::executor::{run_job, Progress, RunContext};
+
+/// Where jobs run and how many at once.
+pub struct JobServer {
+    cdp: Cdp,
+    ctx: RunContext,
+    running: Arc<Semaphore>,
+    capacity: usize,
+    queue: usize,
+    admitted: AtomicUsize,
+    /// Called after each job (counts toward browser recycling).
+    on_done: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for JobServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobServer")
+            .field("capacity", &self.capacity)
+            .field("queue", &self.queue)
+            .field("active", &self.active())
+            .finish()
+    }
+}
+
+impl JobServer {
+    /// `capacity` jobs run at once; `queue` more wait; anything beyond is told it is busy.
+    pub fn new(
+        cdp: Cdp,
+        ctx: RunContext,
+        capacity: usize,
+        queue: usize,
+        on_done: Box<dyn Fn() + Send + Sync>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cdp,
+            ctx,
+            running: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            queue,
+            admitted: AtomicUsize::new(0),
+            on_done,
+        })
+    }
+
+    /// Jobs running or waiting.
+    pub fn active(&self) -> usize {
+        self.admitted.load(Ordering::SeqCst)
+    }
+
+    /// Serves one connection: reads a job, answers busy or runs it and streams events.
+    pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        self: &Arc<Self>,
+        stream: S,
+    ) -> Result<()> {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let len = wire::check_len(rd.read_u32().await.context("reading the job request")?)?;
+        let mut body = vec![0u8; len];
+        rd.read_exact(&mut body).await?;
+        let req: JobRequest = match wire::decode(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return send(
+                    &mut wr,
+                    &JobEvent::Rejected {
+                        error: e.to_string(),
+                    },
+                )
+                .await
+            }
+        };
+        if let Err(e) = req.job.validate() {
+            return send(
+                &mut wr,
+                &JobEvent::Rejected {
+                    error: e.to_string(),
+                },
+            )
+            .await;
+        }
+        // admit atomically, or refuse: never more than capacity + queue at once
+        let limit = self.capacity + self.queue;
+        let admitted = self
+            .admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        let Ok(ahead) = admitted else {
+            let busy = JobEvent::Busy {
+                running: self.capacity,
+                queued: self.queue,
+            };
+            return send(&mut wr, &busy).await;
+        };
+        let _slot = Admitted(self);
+        send(
+            &mut wr,
+            &JobEvent::Queued {
+                position: ahead.saturating_sub(
+                    self.capacity - self.running.available_permits().min(self.capacity),
+                ),
+            },
+        )
+        .await?;
+        // the client hanging up (EOF or error on its half) cancels the job
+        let gone = async move {
+            let mut b = [0u8; 1];
+            let _ = rd.read(&mut b).await;
+        };
+        tokio::pin!(gone);
+        let permit = tokio::select! {
+            p = self.running.clone().acquire_owned() => p.context("job server stopped")?,
+            _ = &mut gone => return Ok(()),
+        };
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let job = run_job(&self.cdp, &req.job, &self.ctx, &ptx);
+        tokio::pin!(job);
+        let report = loop {
+            tokio::select! {
+                r = &mut job => break r,
+                Some(p) = prx.recv() => {
+                    let e = match p {
+                        Progress::RunStarted { index, view } => JobEvent::RunStarted { index, view },
+                        Progress::RunFinished { index, view, load_ms } => JobEvent::RunFinished { index, view, load_ms },
+                    };
+                    if send(&mut wr, &e).await.is_err() {
+                        tracing::info!("client went away; job cancelled");
+                        return Ok(());
+                    }
+                }
+                _ = &mut gone => {
+                    tracing::info!("client went away; job cancelled");
+                    return Ok(());
+                }
+            }
+        };
+        drop(permit);
+        (self.on_done)();
+        send(
+            &mut wr,
+            &JobEvent::Report {
+                report: Box::new(report),
+            },
+        )
+        .await
+    }
+}
+
+/// Releases an admission slot when the job ends, however it ends.
+struct Admitted<'a>(&'a JobServer);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, e: &JobEvent) -> Result<()> {
+    w.write_all(&wire::encode(e)).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Client side: submits `job` over `stream` and returns every event until the last one.
+pub async fn submit<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    job: &vantage_proto::JobSpec,
+) -> Result<Vec<JobEvent>> {
+    stream
+        .write_all(&wire::encode(&JobRequest { job: job.clone() }))
+        .await?;
+    let mut events = Vec::new();
+    loop {
+        let len = wire::check_len(
+            stream
+                .read_u32()
+                .await
+                .context("the agent closed the job stream")?,
+        )?;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        let e: JobEvent = wire::decode(&body)?;
+        let last = matches!(
+            e,
+            JobEvent::Report { .. } | JobEvent::Busy { .. } | JobEvent::Rejected { .. }
+        );
+        events.push(e);
+        if last {
+            return Ok(events);
+        }
+    }
+}
