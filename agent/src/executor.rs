@@ -109,11 +109,36 @@ pub async fn run_job(
     }
 }
 
-/// A browser context with one page attached.
+/// A browser context with one page attached. Dropped without [`PageCtx::close`] (a cancelled
+/// job), it still disposes of the context, so cancelled jobs leak no tabs.
 struct PageCtx {
+    cdp: Cdp,
     context: String,
     session: String,
     events: mpsc::UnboundedReceiver<CdpEvent>,
+    closed: bool,
+}
+
+impl Drop for PageCtx {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let (cdp, context, session) =
+            (self.cdp.clone(), self.context.clone(), self.session.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                cdp.unsubscribe(&session);
+                let _ = cdp
+                    .call(
+                        None,
+                        "Target.disposeBrowserContext",
+                        json!({ "browserContextId": context }),
+                    )
+                    .await;
+            });
+        }
+    }
 }
 
 impl PageCtx {
@@ -185,13 +210,16 @@ impl PageCtx {
         )
         .await?;
         Ok(Self {
+            cdp: cdp.clone(),
             context,
             session,
             events,
+            closed: false,
         })
     }
 
-    async fn close(self, cdp: &Cdp) {
+    async fn close(mut self, cdp: &Cdp) {
+        self.closed = true;
         cdp.unsubscribe(&self.session);
         let _ = cdp
             .call(

@@ -205,7 +205,7 @@ impl Summary {
         loaded.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let median_run = loaded[(loaded.len() - 1) / 2].1;
         let mut stats = BTreeMap::new();
-        let metrics: [(&str, fn(&Run) -> Option<f64>); 8] = [
+        let metrics: [(&str, Metric); 8] = [
             ("ttfb_ms", |r| Some(r.timing.response_start_ms)),
             ("dom_content_loaded_ms", |r| r.timing.dom_content_loaded_ms),
             ("load_ms", |r| r.timing.load_ms),
@@ -242,6 +242,9 @@ impl Summary {
         })
     }
 }
+
+/// Reads one metric of a run, if the run has it.
+type Metric = fn(&Run) -> Option<f64>;
 
 /// The nearest-rank percentile of sorted values.
 fn nearest_rank(sorted: &[f64], p: f64) -> f64 {

@@ -1,0 +1,162 @@
+//! The job API: capacity 2 and a queue of 2; six jobs at once: two run, two wait, two are told
+//! the agent is busy, and every accepted job ends with a report. No job is lost.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vantage_agent::cdp::Cdp;
+use vantage_agent::chromium::{BrowserState, ChromiumConfig, Supervisor};
+use vantage_agent::executor::RunContext;
+use vantage_agent::jobs::{submit, JobServer};
+use vantage_proto::wire::JobEvent;
+use vantage_proto::{JobSpec, Wait};
+use vantage_tests::origin::{Origin, SLOW_PATH};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_two_queue_two_six_jobs() {
+    let origin = Origin::start().await.unwrap();
+    let sup = Supervisor::spawn(ChromiumConfig {
+        path: std::env::var_os("CHROME")
+            .map(Into::into)
+            .unwrap_or_else(|| "chromium".into()),
+        ..ChromiumConfig::default()
+    });
+    sup.ready(Duration::from_secs(60)).await.unwrap();
+    let BrowserState::Ready {
+        ws_url, version, ..
+    } = sup.state()
+    else {
+        panic!()
+    };
+    let cdp = Cdp::connect(&ws_url).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let server = JobServer::new(
+        cdp,
+        RunContext {
+            region: "local".into(),
+            node: "t".into(),
+            browser_version: version,
+        },
+        2,
+        2,
+        Box::new(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let s = s.clone();
+            tokio::spawn(async move { s.serve(stream).await });
+        }
+    });
+    // each job holds its slot for about a second
+    let mut spec = JobSpec::new(&origin.url(&format!("{SLOW_PATH}?ms=1000")));
+    spec.wait = Wait::Load;
+    spec.timeout_ms = 20_000;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            submit(stream, &spec).await.unwrap()
+        }));
+    }
+    let mut reports = 0;
+    let mut busy = 0;
+    for t in tasks {
+        let events = t.await.unwrap();
+        match events.last().unwrap() {
+            JobEvent::Report { report } => {
+                assert_eq!(report.runs[0].error, None, "{:?}", report.runs[0]);
+                assert!(matches!(events[0], JobEvent::Queued { .. }), "{events:?}");
+                assert!(events
+                    .iter()
+                    .any(|e| matches!(e, JobEvent::RunStarted { .. })));
+                reports += 1;
+            }
+            JobEvent::Busy { running, queued } => {
+                assert_eq!((*running, *queued), (2, 2));
+                busy += 1;
+            }
+            other => panic!("unexpected end of a job stream: {other:?}"),
+        }
+    }
+    println!("{reports} reports, {busy} busy");
+    assert_eq!(
+        (reports, busy),
+        (4, 2),
+        "2 run + 2 queued get reports; the other 2 are busy"
+    );
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        4,
+        "every accepted job finished"
+    );
+    assert_eq!(server.active(), 0);
+    // a bad spec is rejected with the reason
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let events = submit(stream, &JobSpec::new("file:///etc/passwd"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&events[0], JobEvent::Rejected { error } if error.contains("only http and https")),
+        "{events:?}"
+    );
+    sup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_cancels_its_job_and_leaks_no_tab() {
+    let origin = Origin::start().await.unwrap();
+    let sup = Supervisor::spawn(ChromiumConfig {
+        path: std::env::var_os("CHROME")
+            .map(Into::into)
+            .unwrap_or_else(|| "chromium".into()),
+        ..ChromiumConfig::default()
+    });
+    let port = sup.ready(Duration::from_secs(60)).await.unwrap();
+    let BrowserState::Ready {
+        ws_url, version, ..
+    } = sup.state()
+    else {
+        panic!()
+    };
+    let server = JobServer::new(
+        Cdp::connect(&ws_url).await.unwrap(),
+        RunContext {
+            region: "local".into(),
+            node: "t".into(),
+            browser_version: version,
+        },
+        1,
+        0,
+        Box::new(|| {}),
+    );
+    let (client, agent_side) = tokio::io::duplex(1 << 20);
+    let s = server.clone();
+    let serving = tokio::spawn(async move { s.serve(agent_side).await });
+    let mut spec = JobSpec::new(&origin.url(&format!("{SLOW_PATH}?ms=20000")));
+    spec.timeout_ms = 60_000;
+    let submitting = tokio::spawn(async move { submit(client, &spec).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    submitting.abort(); // the client goes away mid-run
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the job was not cancelled")
+        .unwrap()
+        .unwrap();
+    assert_eq!(server.active(), 0);
+    // only the initial about:blank page remains
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = vantage_agent::chromium::http_get(port, "/json/list")
+        .await
+        .unwrap();
+    let pages = list.matches("\"type\": \"page\"").count();
+    assert!(pages <= 1, "a cancelled job left {pages} pages: {list}");
+    sup.stop().await;
+}
