@@ -127,6 +127,11 @@ impl Cdp {
             .with_context(|| format!("{method} failed"))
     }
 
+    /// Whether the browser has closed this connection.
+    pub fn is_closed(&self) -> bool {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).closed
+    }
+
     /// Receives every event of `session` from now on.
     pub fn subscribe(&self, session: &str) -> mpsc::UnboundedReceiver<CdpEvent> {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -145,6 +145,44 @@ impl Supervisor {
     }
 }
 
+/// A DevTools connection that follows the supervisor: after a restart it reconnects to the new
+/// browser the next time it is asked for.
+#[derive(Debug)]
+pub struct BrowserLink {
+    sup: Supervisor,
+    current: tokio::sync::Mutex<Option<(u32, crate::cdp::Cdp)>>,
+}
+
+impl BrowserLink {
+    pub fn new(sup: Supervisor) -> Self {
+        Self {
+            sup,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.sup
+    }
+
+    /// The connection to the browser that is ready now (waiting up to `limit` for one).
+    pub async fn cdp(&self, limit: Duration) -> Result<crate::cdp::Cdp> {
+        self.sup.ready(limit).await?;
+        let BrowserState::Ready { pid, ws_url, .. } = self.sup.state() else {
+            bail!("chromium is not ready: {:?}", self.sup.state());
+        };
+        let mut cur = self.current.lock().await;
+        if let Some((p, cdp)) = cur.as_ref() {
+            if *p == pid && !cdp.is_closed() {
+                return Ok(cdp.clone());
+            }
+        }
+        let cdp = crate::cdp::Cdp::connect(&ws_url).await?;
+        *cur = Some((pid, cdp.clone()));
+        Ok(cdp)
+    }
+}
+
 /// A running browser process group.
 struct Browser {
     pid: i32,

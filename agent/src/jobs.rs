@@ -10,12 +10,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use vantage_proto::wire::{self, JobEvent, JobRequest};
 
-use crate::cdp::Cdp;
+use crate::chromium::BrowserLink;
 use crate::executor::{run_job, Progress, RunContext};
+
+/// How long a job waits for a (re)starting browser before it is refused.
+const BROWSER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where jobs run and how many at once.
 pub struct JobServer {
-    cdp: Cdp,
+    browser: Arc<BrowserLink>,
     ctx: RunContext,
     running: Arc<Semaphore>,
     capacity: usize,
@@ -38,14 +41,14 @@ impl std::fmt::Debug for JobServer {
 impl JobServer {
     /// `capacity` jobs run at once; `queue` more wait; anything beyond is told it is busy.
     pub fn new(
-        cdp: Cdp,
+        browser: Arc<BrowserLink>,
         ctx: RunContext,
         capacity: usize,
         queue: usize,
         on_done: Box<dyn Fn() + Send + Sync>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            cdp,
+            browser,
             ctx,
             running: Arc::new(Semaphore::new(capacity)),
             capacity,
@@ -124,8 +127,21 @@ impl JobServer {
             p = self.running.clone().acquire_owned() => p.context("job server stopped")?,
             _ = &mut gone => return Ok(()),
         };
+        let cdp = match self.browser.cdp(BROWSER_WAIT).await {
+            Ok(c) => c,
+            Err(e) => {
+                let error = format!("no browser available on this agent: {e:#}");
+                return send(&mut wr, &JobEvent::Rejected { error }).await;
+            }
+        };
+        let mut ctx = self.ctx.clone();
+        if let crate::chromium::BrowserState::Ready { version, .. } =
+            self.browser.supervisor().state()
+        {
+            ctx.browser_version = version;
+        }
         let (ptx, mut prx) = mpsc::unbounded_channel();
-        let job = run_job(&self.cdp, &req.job, &self.ctx, &ptx);
+        let job = run_job(&cdp, &req.job, &ctx, &ptx);
         tokio::pin!(job);
         let report = loop {
             tokio::select! {

@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vantage_agent::cdp::Cdp;
-use vantage_agent::chromium::{BrowserState, ChromiumConfig, Supervisor};
+use vantage_agent::chromium::{BrowserLink, BrowserState, ChromiumConfig, Supervisor};
 use vantage_agent::executor::RunContext;
 use vantage_agent::jobs::{submit, JobServer};
 use vantage_proto::wire::JobEvent;
@@ -23,21 +22,15 @@ async fn capacity_two_queue_two_six_jobs() {
         ..ChromiumConfig::default()
     });
     sup.ready(Duration::from_secs(60)).await.unwrap();
-    let BrowserState::Ready {
-        ws_url, version, ..
-    } = sup.state()
-    else {
-        panic!()
-    };
-    let cdp = Cdp::connect(&ws_url).await.unwrap();
+    let link = Arc::new(BrowserLink::new(sup.clone()));
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
     let server = JobServer::new(
-        cdp,
+        link,
         RunContext {
             region: "local".into(),
             node: "t".into(),
-            browser_version: version,
+            browser_version: String::new(),
         },
         2,
         2,
@@ -120,18 +113,12 @@ async fn a_client_that_hangs_up_cancels_its_job_and_leaks_no_tab() {
         ..ChromiumConfig::default()
     });
     let port = sup.ready(Duration::from_secs(60)).await.unwrap();
-    let BrowserState::Ready {
-        ws_url, version, ..
-    } = sup.state()
-    else {
-        panic!()
-    };
     let server = JobServer::new(
-        Cdp::connect(&ws_url).await.unwrap(),
+        Arc::new(BrowserLink::new(sup.clone())),
         RunContext {
             region: "local".into(),
             node: "t".into(),
-            browser_version: version,
+            browser_version: String::new(),
         },
         1,
         0,
@@ -151,12 +138,93 @@ async fn a_client_that_hangs_up_cancels_its_job_and_leaks_no_tab() {
         .unwrap()
         .unwrap();
     assert_eq!(server.active(), 0);
-    // only the initial about:blank page remains
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let list = vantage_agent::chromium::http_get(port, "/json/list")
-        .await
-        .unwrap();
+    // only the initial about:blank page remains once the disposal has gone through
+    let mut list = String::new();
+    for _ in 0..100 {
+        list = vantage_agent::chromium::http_get(port, "/json/list")
+            .await
+            .unwrap();
+        if list.matches("\"type\": \"page\"").count() <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pages = list.matches("\"type\": \"page\"").count();
     assert!(pages <= 1, "a cancelled job left {pages} pages: {list}");
+    sup.stop().await;
+}
+
+#[allow(unsafe_code)]
+fn sigkill(pid: u32) {
+    // SAFETY: kill(2) on the browser pid the supervisor reported; no memory involved.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_chromium_crash_the_next_job_succeeds() {
+    let origin = Origin::start().await.unwrap();
+    let sup = Supervisor::spawn(ChromiumConfig {
+        path: std::env::var_os("CHROME")
+            .map(Into::into)
+            .unwrap_or_else(|| "chromium".into()),
+        health_interval: Duration::from_millis(200),
+        ..ChromiumConfig::default()
+    });
+    sup.ready(Duration::from_secs(60)).await.unwrap();
+    let server = JobServer::new(
+        Arc::new(BrowserLink::new(sup.clone())),
+        RunContext {
+            region: "local".into(),
+            node: "t".into(),
+            browser_version: String::new(),
+        },
+        1,
+        1,
+        Box::new(|| {}),
+    );
+    let mut spec = JobSpec::new(&origin.url("/index.html"));
+    spec.wait = Wait::Load;
+    let run = |spec: JobSpec| {
+        let s = server.clone();
+        async move {
+            let (client, agent_side) = tokio::io::duplex(1 << 20);
+            let serving = tokio::spawn(async move { s.serve(agent_side).await });
+            let events = submit(client, &spec).await.unwrap();
+            serving.await.unwrap().unwrap();
+            events
+        }
+    };
+    assert!(matches!(
+        run(spec.clone()).await.last(),
+        Some(JobEvent::Report { .. })
+    ));
+    let BrowserState::Ready { pid, .. } = sup.state() else {
+        panic!()
+    };
+    let mut states = sup.watch();
+    sigkill(pid);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        states.wait_for(|s| s.tag() == "restarting"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        states.wait_for(|s| s.tag() == "ready"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let events = run(spec).await;
+    match events.last() {
+        Some(JobEvent::Report { report }) => {
+            assert_eq!(report.runs[0].error, None, "{:?}", report.runs[0])
+        }
+        other => panic!("the job after a crash did not succeed: {other:?}"),
+    }
     sup.stop().await;
 }
