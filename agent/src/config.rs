@@ -45,6 +45,33 @@ pub struct Args {
     /// Gossip timing profile: lan, wan or fleet.
     #[arg(long, env = "VANTAGE_GOSSIP_PROFILE", default_value = "fleet")]
     pub gossip_profile: String,
+    /// The Chromium executable.
+    #[arg(long, env = "CHROME", default_value = "chromium")]
+    pub chrome: std::path::PathBuf,
+    /// Extra Chromium flag (repeatable).
+    #[arg(long = "chrome-arg", allow_hyphen_values = true)]
+    pub chrome_args: Vec<String>,
+    /// Run without a browser: a mesh and gossip member only (debugging, membership tests).
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Page-load jobs run at once.
+    #[arg(long, env = "VANTAGE_CAPACITY", default_value_t = 2)]
+    pub capacity: usize,
+    /// Jobs that may wait for a slot; beyond that, clients are told the agent is busy.
+    #[arg(long, env = "VANTAGE_QUEUE", default_value_t = 4)]
+    pub queue: usize,
+    /// Restart Chromium after this many jobs (0 = never).
+    #[arg(long, default_value_t = 100)]
+    pub recycle_after: u32,
+    /// Restart Chromium when its processes use more than this many MiB together (0 = never).
+    #[arg(long, default_value_t = 2048)]
+    pub rss_ceiling_mib: u64,
+    /// Overlay TCP port of the job API.
+    #[arg(long, env = "VANTAGE_JOB_PORT", default_value_t = 7947)]
+    pub job_port: u16,
+    /// HTTP address of the health endpoint (`/healthz`) for Fly checks.
+    #[arg(long, env = "VANTAGE_HEALTH_ADDR", default_value = "[::]:8080")]
+    pub health_addr: SocketAddr,
 }
 
 /// The validated configuration.
@@ -59,6 +86,12 @@ pub struct Config {
     pub region: String,
     pub gossip_port: u16,
     pub gossip_profile: vantage_gossip::Profile,
+    /// `None` without a browser.
+    pub chromium: Option<crate::chromium::ChromiumConfig>,
+    pub capacity: usize,
+    pub queue: usize,
+    pub job_port: u16,
+    pub health_addr: SocketAddr,
 }
 
 impl Args {
@@ -102,6 +135,24 @@ impl Args {
             );
         }
         let gossip_profile = self.gossip_profile.parse().map_err(anyhow::Error::msg)?;
+        if !(1..=64).contains(&self.capacity) {
+            bail!(
+                "--capacity is {}; accepted is 1 to 64 concurrent jobs",
+                self.capacity
+            );
+        }
+        if self.queue > 1024 {
+            bail!(
+                "--queue is {}; accepted is 0 to 1024 waiting jobs",
+                self.queue
+            );
+        }
+        if self.job_port == self.gossip_port {
+            bail!(
+                "--job-port and --gossip-port must differ (both are {})",
+                self.job_port
+            );
+        }
         Ok(Config {
             psk,
             private_key,
@@ -112,6 +163,17 @@ impl Args {
             region: self.region,
             gossip_port: self.gossip_port,
             gossip_profile,
+            chromium: (!self.no_browser).then(|| crate::chromium::ChromiumConfig {
+                path: self.chrome,
+                extra_args: self.chrome_args,
+                recycle_after_jobs: self.recycle_after,
+                rss_ceiling: self.rss_ceiling_mib << 20,
+                ..crate::chromium::ChromiumConfig::default()
+            }),
+            capacity: self.capacity,
+            queue: self.queue,
+            job_port: self.job_port,
+            health_addr: self.health_addr,
         })
     }
 }

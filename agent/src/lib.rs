@@ -7,6 +7,7 @@ pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod executor;
+pub mod health;
 pub mod jobs;
 pub mod waterfall;
 
@@ -15,8 +16,9 @@ use std::net::{SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use std::sync::Arc;
 use tokio::net::lookup_host;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use vantage_gossip::transport::MeshTransport;
 use vantage_gossip::{Event, GossipHandle, Member, Tags};
 use vantage_mesh::{Node, NodeConfig, PeerConfig, PublicKey};
@@ -29,13 +31,20 @@ pub const TAG_ENDPOINT: &str = "ep";
 pub const TAG_REGION: &str = "region";
 pub const TAG_ROLE: &str = "role";
 
-/// Runs the agent until `shutdown` resolves.
+/// How long running jobs may finish after SIGTERM before they are cancelled.
+const DRAIN: Duration = Duration::from_secs(20);
+
+/// Runs the agent until `shutdown` resolves, then leaves the cluster, drains or cancels jobs,
+/// stops Chromium and the mesh.
 pub async fn run(
     config: Config,
     socket: std::net::UdpSocket,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let mut mesh = NodeConfig::new(config.private_key, config.psk);
+    if let Err(e) = chromium::disable_core_dumps() {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    let mut mesh = NodeConfig::new(config.private_key.clone(), config.psk.clone());
     mesh.advertise = config.advertise;
     let node = Node::start(mesh, socket).context("cannot start the mesh node")?;
     tracing::info!(
@@ -47,6 +56,10 @@ pub async fn run(
         advertise = %node.advertise_addr(),
         "mesh node up"
     );
+    let browser = config
+        .chromium
+        .clone()
+        .map(|c| Arc::new(chromium::BrowserLink::new(chromium::Supervisor::spawn(c))));
     let mut tags = Tags::new();
     tags.insert(TAG_ROLE.into(), "agent".into());
     tags.insert(TAG_REGION.into(), config.region.clone());
@@ -60,28 +73,151 @@ pub async fn run(
     let gossip_cfg = vantage_gossip::Config::profile(config.gossip_profile);
     let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let gossip = vantage_gossip::spawn(gossip_cfg, &config.name, &tags, transport, seed, tx)?;
+    let (joined_tx, mut joined_rx) = mpsc::unbounded_channel();
     for seed in &config.seeds {
-        let (node, gossip, seed, port) = (
+        let (node, gossip, seed, port, joined) = (
             node.clone(),
             gossip.clone(),
             seed.clone(),
             config.gossip_port,
+            joined_tx.clone(),
         );
-        tokio::spawn(async move { join_seed(&node, &gossip, &seed, port).await });
+        tokio::spawn(async move {
+            join_seed(&node, &gossip, &seed, port).await;
+            let _ = joined.send(());
+        });
     }
+    let (job_done_tx, mut job_done) = mpsc::unbounded_channel();
+    let jobs = match &browser {
+        Some(link) => {
+            let ctx = executor::RunContext {
+                region: config.region.clone(),
+                node: config.name.clone(),
+                browser_version: String::new(),
+            };
+            let link2 = link.clone();
+            let done = job_done_tx.clone();
+            let server = jobs::JobServer::new(
+                link.clone(),
+                ctx,
+                config.capacity,
+                config.queue,
+                Box::new(move || {
+                    link2.supervisor().job_done();
+                    let _ = done.send(());
+                }),
+            );
+            let listener = node
+                .tcp_listen(config.job_port)
+                .await
+                .context("cannot listen for jobs on the overlay")?;
+            let s = server.clone();
+            let progress = job_done_tx.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, from)) = listener.accept().await {
+                    let (s, progress) = (s.clone(), progress.clone());
+                    tokio::spawn(async move {
+                        let _ = progress.send(());
+                        if let Err(e) = s.serve(stream).await {
+                            tracing::debug!(%from, error = %format!("{e:#}"), "job connection ended with an error");
+                        }
+                        let _ = progress.send(());
+                    });
+                }
+            });
+            Some(server)
+        }
+        None => None,
+    };
+    let mut health = health::Health {
+        name: config.name.clone(),
+        region: config.region.clone(),
+        members: 1,
+        seeds: config.seeds.len(),
+        joined: false,
+        browser: if browser.is_some() {
+            "starting".into()
+        } else {
+            "none".into()
+        },
+        capacity: config.capacity,
+        ..health::Health::default()
+    };
+    let (health_tx, health_rx) = watch::channel(health.clone());
+    let health_task = health::serve(config.health_addr, health_rx).await?;
+    let mut browser_state = browser.as_ref().map(|b| b.supervisor().watch());
+    let mut published: Option<(String, usize)> = None;
     tokio::pin!(shutdown);
     loop {
+        // keep the tags and the health endpoint current
+        if let Some(b) = &browser {
+            let st = b.supervisor().state();
+            health.browser = st.tag().to_owned();
+            (health.browser_reason, health.browser_pid) = match &st {
+                chromium::BrowserState::Restarting { reason }
+                | chromium::BrowserState::Failed { reason } => (Some(reason.clone()), None),
+                chromium::BrowserState::Ready { pid, version, .. } => {
+                    tags.insert("chromium".into(), version.clone());
+                    (None, Some(*pid))
+                }
+                chromium::BrowserState::Starting => (None, None),
+            };
+        }
+        health.jobs_active = jobs.as_ref().map_or(0, |j| j.active());
+        let now = (health.browser.clone(), health.jobs_active);
+        if published.as_ref() != Some(&now) {
+            tags.insert("browser".into(), now.0.clone());
+            tags.insert("jobs".into(), format!("{}/{}", now.1, config.capacity));
+            if let Err(e) = gossip.set_tags(tags.clone()).await {
+                tracing::warn!(error = %e, "cannot publish tags");
+            }
+            published = Some(now);
+        }
+        let _ = health_tx.send(health.clone());
+        let browser_changed = async {
+            match browser_state.as_mut() {
+                Some(w) => {
+                    let _ = w.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             e = events.recv() => match e {
-                Some(e) => on_event(&node, &config.name, e).await,
+                Some(e) => {
+                    on_event(&node, &config.name, e).await;
+                    if let Ok(m) = gossip.members().await {
+                        health.members = m.iter().filter(|m| m.state.is_live()).count();
+                    }
+                }
                 None => break,
             },
+            Some(()) = joined_rx.recv() => health.joined = true,
+            Some(()) = job_done.recv() => {}
+            _ = browser_changed => {}
             _ = &mut shutdown => break,
         }
     }
-    tracing::info!("leaving the cluster");
+    tracing::info!("shutting down: leaving the cluster");
     gossip.leave().await.ok();
+    if let Some(j) = &jobs {
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while j.active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if j.active() > 0 {
+            tracing::warn!(
+                active = j.active(),
+                "cancelling jobs still running after {DRAIN:?}"
+            );
+        }
+    }
+    if let Some(b) = &browser {
+        b.supervisor().stop().await;
+    }
+    health_task.abort();
     node.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

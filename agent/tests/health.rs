@@ -1,0 +1,120 @@
+//! The agent process as Fly runs it: `/healthz` reports 503 until Chromium is ready and 200 after,
+//! follows a Chromium crash through `restarting` back to `ready`, and SIGTERM stops everything with
+//! no orphan or defunct processes left.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+async fn healthz(port: u16) -> Option<(u16, Value)> {
+    let body = vantage_agent::chromium::http_get(port, "/healthz").await;
+    match body {
+        Ok(b) => Some((200, serde_json::from_str(&b).ok()?)),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            msg.contains("503").then_some((503, Value::Null))
+        }
+    }
+}
+
+async fn wait_for(
+    port: u16,
+    limit: Duration,
+    mut want: impl FnMut(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let end = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < end {
+        if let Some((code, v)) = healthz(port).await {
+            if want(code, &v) {
+                return (code, v);
+            }
+            last = Some((code, v));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("health never reached the wanted state within {limit:?}; last: {last:?}");
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a process this test started or was told about; no memory involved.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = std::env::temp_dir().join(format!("vantage-health-{}", std::process::id()));
+    let psk = vantage_mesh::PresharedKey::from_bytes([5; 32]).to_base64();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
+        .args([
+            "--psk",
+            &psk,
+            "--bind",
+            "127.0.0.1:0",
+            "--name",
+            "solo",
+            "--region",
+            "local",
+        ])
+        .args(["--health-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, v) = wait_for(port, Duration::from_secs(60), |code, _| code == 200).await;
+    println!("healthy: {v}");
+    assert_eq!(v["browser"], "ready");
+    assert_eq!(
+        v["joined"], true,
+        "an agent with no seeds is alone, and that is fine"
+    );
+    let first = v["browser_pid"].as_u64().expect("browser pid") as u32;
+
+    signal(first, libc::SIGKILL);
+    let (code, _) = wait_for(port, Duration::from_secs(10), |code, _| code == 503).await;
+    assert_eq!(code, 503);
+    let (_, v) = wait_for(port, Duration::from_secs(60), |code, _| code == 200).await;
+    let second = v["browser_pid"].as_u64().unwrap() as u32;
+    assert_ne!(first, second, "{v}");
+    assert!(!alive(first));
+
+    signal(agent.id(), libc::SIGTERM);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "agent did not stop within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "agent exited with {status}");
+    // the browser's whole process group is gone, nothing defunct or orphaned remains
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = vantage_agent::chromium::group_members(second as i32);
+    assert!(
+        left.is_empty(),
+        "chromium processes survived the agent: {left:?}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
