@@ -69,6 +69,9 @@ pub struct Args {
     /// Overlay TCP port of the job API.
     #[arg(long, env = "VANTAGE_JOB_PORT", default_value_t = 7947)]
     pub job_port: u16,
+    /// Overlay TCP port of the CDP gateway (controllers only).
+    #[arg(long, env = "VANTAGE_CDP_PORT", default_value_t = 9222)]
+    pub cdp_port: u16,
     /// HTTP address of the health endpoint (`/healthz`) for Fly checks.
     #[arg(long, env = "VANTAGE_HEALTH_ADDR", default_value = "[::]:8080")]
     pub health_addr: SocketAddr,
@@ -91,6 +94,7 @@ pub struct Config {
     pub capacity: usize,
     pub queue: usize,
     pub job_port: u16,
+    pub cdp_port: u16,
     pub health_addr: SocketAddr,
 }
 
@@ -173,6 +177,7 @@ impl Args {
             capacity: self.capacity,
             queue: self.queue,
             job_port: self.job_port,
+            cdp_port: self.cdp_port,
             health_addr: self.health_addr,
         })
     }

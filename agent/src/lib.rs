@@ -7,6 +7,7 @@ pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod executor;
+pub mod gateway;
 pub mod health;
 pub mod jobs;
 pub mod waterfall;
@@ -129,6 +130,27 @@ pub async fn run(
         }
         None => None,
     };
+    let roles: gateway::Roles = Arc::default();
+    if let Some(link) = &browser {
+        let listener = node
+            .tcp_listen(config.cdp_port)
+            .await
+            .context("cannot listen for CDP on the overlay")?;
+        let me = SocketAddr::V6(listener.local_addr());
+        let (roles, sup) = (roles.clone(), link.supervisor().clone());
+        tokio::spawn(async move {
+            while let Ok((stream, from)) = listener.accept().await {
+                let (roles, sup) = (roles.clone(), sup.clone());
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        gateway::serve(stream, SocketAddr::V6(from), me, &roles, &sup).await
+                    {
+                        tracing::debug!(%from, error = %format!("{e:#}"), "cdp gateway connection failed");
+                    }
+                });
+            }
+        });
+    }
     let mut health = health::Health {
         name: config.name.clone(),
         region: config.region.clone(),
@@ -188,6 +210,11 @@ pub async fn run(
                     on_event(&node, &config.name, e).await;
                     if let Ok(m) = gossip.members().await {
                         health.members = m.iter().filter(|m| m.state.is_live()).count();
+                        let mut r = roles.write().unwrap_or_else(|e| e.into_inner());
+                        r.clear();
+                        for m in m.iter().filter(|m| m.state.is_live()) {
+                            r.insert(m.addr.ip(), m.tags.get(TAG_ROLE).cloned().unwrap_or_default());
+                        }
                     }
                 }
                 None => break,
