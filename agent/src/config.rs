@@ -25,8 +25,10 @@ pub struct Args {
     #[arg(long, env = "VANTAGE_DATA_DIR", default_value = "/var/lib/vantage")]
     pub data_dir: PathBuf,
     /// Underlay UDP address to bind.
-    #[arg(long, env = "VANTAGE_BIND", default_value = "[::]:51820")]
-    pub bind: SocketAddr,
+    /// Underlay UDP address to bind, `host:port`. Default: `[::]:51820`; on Fly
+    /// `fly-local-6pn:51820` (the machine's 6PN address).
+    #[arg(long, env = "VANTAGE_BIND")]
+    pub bind: Option<String>,
     /// Underlay endpoint other nodes should send to, when it differs from --bind (NAT, emulator).
     #[arg(long, env = "VANTAGE_ADVERTISE")]
     pub advertise: Option<SocketAddr>,
@@ -69,6 +71,18 @@ pub struct Args {
     /// Overlay TCP port of the job API.
     #[arg(long, env = "VANTAGE_JOB_PORT", default_value_t = 7947)]
     pub job_port: u16,
+    /// Fly app name; with no seeds given, the seeds are the other machines of `<app>.internal`.
+    #[arg(long, env = "FLY_APP_NAME")]
+    pub fly_app: Option<String>,
+    /// This machine's 6PN address on Fly: advertised, and left out of the seeds.
+    #[arg(long, env = "FLY_PRIVATE_IP")]
+    pub fly_private_ip: Option<std::net::Ipv6Addr>,
+    /// DNS server for the Fly seed lookup. Default: the first nameserver of /etc/resolv.conf.
+    #[arg(long, env = "VANTAGE_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+    /// Underlay port of the other machines, for seeds found through DNS.
+    #[arg(long, env = "VANTAGE_SEED_PORT", default_value_t = 51820)]
+    pub seed_port: u16,
     /// Overlay TCP port of the CDP gateway (controllers only).
     #[arg(long, env = "VANTAGE_CDP_PORT", default_value_t = 9222)]
     pub cdp_port: u16,
@@ -77,12 +91,23 @@ pub struct Args {
     pub health_addr: SocketAddr,
 }
 
+/// Where to look for seeds on Fly.
+#[derive(Debug, Clone)]
+pub struct FlySeeds {
+    pub app: String,
+    pub me: Option<std::net::Ipv6Addr>,
+    pub port: u16,
+    pub dns: SocketAddr,
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
     pub psk: PresharedKey,
     pub private_key: PrivateKey,
     pub bind: SocketAddr,
+    /// Seeds to find through Fly's internal DNS.
+    pub fly_seeds: Option<FlySeeds>,
     pub advertise: Option<SocketAddr>,
     pub seeds: Vec<String>,
     pub name: String,
@@ -104,13 +129,48 @@ impl Args {
             .psk
             .parse()
             .context("invalid VANTAGE_MESH_PSK (--psk)")?;
+        let on_fly = self.fly_app.is_some();
+        let bind_text = self.bind.clone().unwrap_or_else(|| {
+            if on_fly {
+                "fly-local-6pn:51820".into()
+            } else {
+                "[::]:51820".into()
+            }
+        });
+        let bind = std::net::ToSocketAddrs::to_socket_addrs(bind_text.as_str())
+            .with_context(|| {
+                format!(
+                    "cannot resolve bind address `{bind_text}` (--bind or VANTAGE_BIND; host:port)"
+                )
+            })?
+            .next()
+            .with_context(|| format!("bind address `{bind_text}` resolved to nothing"))?;
+        let advertise = match (self.advertise, self.fly_private_ip) {
+            (Some(a), _) => Some(a),
+            (None, Some(ip)) if bind.port() != 0 => Some(SocketAddr::new(ip.into(), bind.port())),
+            _ => None,
+        };
+        let fly_seeds = match (&self.fly_app, self.seeds.is_empty()) {
+            (Some(app), true) => {
+                let dns = self.dns_server.or_else(crate::fly::system_resolver).context(
+                    "FLY_APP_NAME is set but no DNS server is known: set VANTAGE_DNS_SERVER or /etc/resolv.conf",
+                )?;
+                Some(FlySeeds {
+                    app: app.clone(),
+                    me: self.fly_private_ip,
+                    port: self.seed_port,
+                    dns,
+                })
+            }
+            _ => None,
+        };
         let private_key = match &self.private_key {
             Some(k) => k
                 .parse()
                 .context("invalid VANTAGE_MESH_KEY (--private-key)")?,
             None => load_or_create_key(&self.data_dir)?,
         };
-        if let Some(a) = self.advertise {
+        if let Some(a) = advertise {
             if a.ip().is_unspecified() || a.port() == 0 {
                 bail!(
                     "--advertise {a} is not reachable: give a concrete address and a non-zero port"
@@ -160,8 +220,9 @@ impl Args {
         Ok(Config {
             psk,
             private_key,
-            bind: self.bind,
-            advertise: self.advertise,
+            bind,
+            fly_seeds,
+            advertise,
             seeds: self.seeds,
             name,
             region: self.region,

@@ -7,6 +7,7 @@ pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod executor;
+pub mod fly;
 pub mod gateway;
 pub mod health;
 pub mod jobs;
@@ -86,6 +87,36 @@ pub async fn run(
         tokio::spawn(async move {
             join_seed(&node, &gossip, &seed, port).await;
             let _ = joined.send(());
+        });
+    }
+    if let Some(fly) = config.fly_seeds.clone() {
+        let (node, gossip, port, joined) = (
+            node.clone(),
+            gossip.clone(),
+            config.gossip_port,
+            joined_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            let found = loop {
+                match fly::seeds(&fly.app, fly.me, fly.port, fly.dns).await {
+                    Ok(s) if !s.is_empty() => break s,
+                    Ok(_) => {
+                        tracing::info!(app = %fly.app, "no other machines in {}.internal yet", fly.app)
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "fly seed lookup failed"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            };
+            tracing::info!(seeds = ?found, "seeds from fly dns");
+            for seed in found {
+                let (node, gossip, joined) = (node.clone(), gossip.clone(), joined.clone());
+                tokio::spawn(async move {
+                    join_seed(&node, &gossip, &seed.to_string(), port).await;
+                    let _ = joined.send(());
+                });
+            }
         });
     }
     let (job_done_tx, mut job_done) = mpsc::unbounded_channel();
