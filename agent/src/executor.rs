@@ -92,7 +92,9 @@ pub async fn run_job(
             }
         }
         if let Some(p) = page.take() {
-            p.close(cdp).await;
+            // the report is complete: tear the context down off the job's critical path
+            let cdp = cdp.clone();
+            tokio::spawn(async move { p.close(&cdp).await });
         }
     }
     let summary = Summary::from_runs(&runs);
