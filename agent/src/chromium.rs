@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::sync::{mpsc, watch};
 
 /// Supervisor settings.
@@ -85,10 +88,20 @@ impl BrowserState {
 pub struct Supervisor {
     state: watch::Receiver<BrowserState>,
     tx: mpsc::UnboundedSender<Signal>,
+    shared: Arc<Shared>,
+}
+
+/// What the handle and the supervising task both touch.
+#[derive(Debug)]
+struct Shared {
+    state: watch::Sender<BrowserState>,
+    /// Jobs finished on the current browser.
+    jobs: AtomicU32,
+    recycle_after: u32,
 }
 
 enum Signal {
-    JobDone,
+    Recycle,
     Stop(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -98,8 +111,13 @@ impl Supervisor {
         become_subreaper();
         let (state_tx, state) = watch::channel(BrowserState::Starting);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(cfg, state_tx, rx));
-        Self { state, tx }
+        let shared = Arc::new(Shared {
+            state: state_tx,
+            jobs: AtomicU32::new(0),
+            recycle_after: cfg.recycle_after_jobs,
+        });
+        tokio::spawn(supervise(cfg, shared.clone(), rx));
+        Self { state, tx, shared }
     }
 
     pub fn state(&self) -> BrowserState {
@@ -131,9 +149,17 @@ impl Supervisor {
         }
     }
 
-    /// Counts a finished job toward recycling.
+    /// Counts a finished job toward recycling. When the count is reached the state turns
+    /// `restarting` at once, before this returns, so the next job waits for the fresh browser
+    /// instead of racing the old one's shutdown.
     pub fn job_done(&self) {
-        let _ = self.tx.send(Signal::JobDone);
+        let n = self.shared.jobs.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.shared.recycle_after > 0 && n == self.shared.recycle_after {
+            self.shared.state.send_replace(BrowserState::Restarting {
+                reason: format!("recycling after {n} jobs"),
+            });
+            let _ = self.tx.send(Signal::Recycle);
+        }
     }
 
     /// Kills the browser (whole process group), reaps it, and stops supervising.
@@ -498,16 +524,18 @@ async fn start(cfg: &ChromiumConfig) -> Result<(Browser, String, String)> {
 
 async fn supervise(
     cfg: ChromiumConfig,
-    state: watch::Sender<BrowserState>,
+    shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Signal>,
 ) {
+    let state = &shared.state;
     let mut backoff = cfg.backoff_min;
     let mut failures = 0u32;
     loop {
         let browser = match start(&cfg).await {
             Ok((b, ws_url, version)) => {
                 tracing::info!(port = b.port, %version, pid = b.pid, "chromium ready");
-                let _ = state.send(BrowserState::Ready {
+                shared.jobs.store(0, Ordering::SeqCst);
+                state.send_replace(BrowserState::Ready {
                     port: b.port,
                     ws_url,
                     version,
@@ -524,7 +552,7 @@ async fn supervise(
                 } else {
                     BrowserState::Restarting { reason }
                 };
-                let _ = state.send(s);
+                state.send_replace(s);
                 if wait_or_stop(&mut rx, backoff).await {
                     return;
                 }
@@ -532,19 +560,13 @@ async fn supervise(
                 continue;
             }
         };
-        let mut jobs = 0u32;
         let reason = loop {
             tokio::select! {
                 s = rx.recv() => match s {
-                    Some(Signal::JobDone) => {
-                        jobs += 1;
-                        if cfg.recycle_after_jobs > 0 && jobs >= cfg.recycle_after_jobs {
-                            break format!("recycling after {jobs} jobs");
-                        }
-                    }
+                    Some(Signal::Recycle) => break format!("recycling after {} jobs", cfg.recycle_after_jobs),
                     Some(Signal::Stop(done)) => {
                         kill_group(browser.pid);
-                        let _ = state.send(BrowserState::Failed { reason: "stopped".into() });
+                        state.send_replace(BrowserState::Failed { reason: "stopped".into() });
                         drop(browser);
                         let _ = done.send(());
                         return;
@@ -576,7 +598,7 @@ async fn supervise(
         let stable = browser.started.elapsed() > Duration::from_secs(60);
         drop(browser);
         let recycle = reason.starts_with("recycling");
-        let _ = state.send(BrowserState::Restarting { reason });
+        state.send_replace(BrowserState::Restarting { reason });
         if recycle || stable {
             backoff = cfg.backoff_min;
             failures = 0;
@@ -595,7 +617,7 @@ async fn wait_or_stop(rx: &mut mpsc::UnboundedReceiver<Signal>, d: Duration) -> 
     loop {
         tokio::select! {
             s = rx.recv() => match s {
-                Some(Signal::JobDone) => continue,
+                Some(Signal::Recycle) => continue,
                 Some(Signal::Stop(done)) => {
                     let _ = done.send(());
                     return true;

@@ -294,3 +294,49 @@ async fn bad_input_gives_clear_errors_or_partial_reports_and_the_browser_survive
     assert_eq!(ok.runs[0].status, 200);
     sup.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_and_warm_views_with_screenshots_and_a_median() {
+    let origin = Origin::start().await.unwrap();
+    let (sup, cdp, version) = browser().await;
+    let mut spec = JobSpec::new(&origin.url("/index.html"));
+    spec.runs = 3;
+    spec.view = vantage_proto::View::Both;
+    spec.wait = Wait::Load;
+    spec.screenshot = true;
+    let report = load(&cdp, &version, &spec).await;
+    let views: Vec<_> = report.runs.iter().map(|r| (r.index, r.view)).collect();
+    use vantage_proto::RunView::{Cold, Warm};
+    assert_eq!(
+        views,
+        vec![
+            (1, Some(Cold)),
+            (1, Some(Warm)),
+            (2, Some(Cold)),
+            (2, Some(Warm)),
+            (3, Some(Cold)),
+            (3, Some(Warm))
+        ]
+    );
+    for r in &report.runs {
+        assert_eq!(r.error, None);
+        let png = r.screenshot_png_base64.as_deref().unwrap_or_default();
+        assert!(
+            png.starts_with("iVBORw0KGgo"),
+            "run {} has no PNG screenshot",
+            r.index
+        );
+    }
+    let summary = report.summary.expect("summary");
+    assert_eq!(
+        report.runs[summary.median_run].view,
+        Some(Cold),
+        "the median is picked among cold runs"
+    );
+    let load = summary.stats["load_ms"];
+    assert!(
+        load.min <= load.p50 && load.p50 <= load.p90 && load.p90 <= load.max,
+        "{load:?}"
+    );
+    sup.stop().await;
+}

@@ -228,3 +228,72 @@ async fn after_a_chromium_crash_the_next_job_succeeds() {
     }
     sup.stop().await;
 }
+
+/// All processes in the browser's group plus any zombie children of this process.
+fn browser_processes(sup: &Supervisor) -> usize {
+    match sup.state() {
+        BrowserState::Ready { pid, .. } => vantage_agent::chromium::group_members(pid as i32).len(),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_jobs_with_recycling_every_twenty_all_complete() {
+    let origin = Origin::start().await.unwrap();
+    let sup = Supervisor::spawn(ChromiumConfig {
+        path: std::env::var_os("CHROME")
+            .map(Into::into)
+            .unwrap_or_else(|| "chromium".into()),
+        recycle_after_jobs: 20,
+        ..ChromiumConfig::default()
+    });
+    sup.ready(Duration::from_secs(60)).await.unwrap();
+    let link = Arc::new(BrowserLink::new(sup.clone()));
+    let s2 = sup.clone();
+    let server = JobServer::new(
+        link,
+        RunContext {
+            region: "local".into(),
+            node: "t".into(),
+            browser_version: String::new(),
+        },
+        1,
+        1,
+        Box::new(move || s2.job_done()),
+    );
+    let mut spec = JobSpec::new(&origin.url(&format!("{SLOW_PATH}?ms=0")));
+    spec.wait = Wait::Load;
+    let mut pids = std::collections::BTreeSet::new();
+    let mut counts = Vec::new();
+    for i in 0..100 {
+        let (client, agent_side) = tokio::io::duplex(1 << 20);
+        let s = server.clone();
+        let serving = tokio::spawn(async move { s.serve(agent_side).await });
+        let events = submit(client, &spec).await.unwrap();
+        serving.await.unwrap().unwrap();
+        match events.last() {
+            Some(JobEvent::Report { report }) => {
+                assert_eq!(report.runs[0].error, None, "job {i}: {:?}", report.runs[0]);
+            }
+            other => panic!("job {i} did not complete: {other:?}"),
+        }
+        if let BrowserState::Ready { pid, .. } = sup.state() {
+            pids.insert(pid);
+        }
+        if i % 20 == 10 {
+            counts.push(browser_processes(&sup));
+        }
+    }
+    println!(
+        "100 jobs on {} browsers; browser process counts mid-cycle: {counts:?}",
+        pids.len()
+    );
+    assert!(
+        pids.len() >= 5,
+        "expected a recycle every 20 jobs, saw {} browsers",
+        pids.len()
+    );
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(max - min <= 3, "the process count grew: {counts:?}");
+    sup.stop().await;
+}
