@@ -1,6 +1,7 @@
-//! `vantage-agent`: a mesh member that joins the cluster's gossip with its region and mesh
-//! identity in its tags, and turns every member it learns of into a WireGuard peer. Chromium
-//! supervision, the load executor and the CDP gateway come with the agent issue.
+//! `vantage-agent`: what runs in every Fly VM. A mesh member that joins the cluster's gossip with
+//! its region, mesh identity, browser state and load in its tags (and makes every member it learns
+//! of a WireGuard peer); it supervises Chromium, runs page-load jobs next to it, offers the raw
+//! browser to controllers through the CDP gateway, and answers Fly's health checks.
 
 pub mod capture;
 pub mod cdp;
@@ -65,6 +66,8 @@ pub async fn run(
     let mut tags = Tags::new();
     tags.insert(TAG_ROLE.into(), "agent".into());
     tags.insert(TAG_REGION.into(), config.region.clone());
+    tags.insert("machine".into(), config.name.clone());
+    tags.insert("capacity".into(), config.capacity.to_string());
     tags.insert(TAG_KEY.into(), node.public_key().to_base64());
     tags.insert(TAG_ENDPOINT.into(), node.advertise_addr().to_string());
     tags.insert("version".into(), env!("CARGO_PKG_VERSION").into());
