@@ -1,6 +1,8 @@
 //! The Chromium supervisor with real Chromium (Debian's `chromium`, or `CHROME`): crash recovery,
 //! recycling without process growth, and a clean stop. Every check of "no leftovers" reads /proc.
 
+mod common;
+
 use std::time::Duration;
 
 use vantage_agent::chromium::{
@@ -9,11 +11,8 @@ use vantage_agent::chromium::{
 
 fn config() -> ChromiumConfig {
     ChromiumConfig {
-        path: std::env::var_os("CHROME")
-            .map(Into::into)
-            .unwrap_or_else(|| "chromium".into()),
         health_interval: Duration::from_millis(200),
-        ..ChromiumConfig::default()
+        ..common::chromium()
     }
 }
 

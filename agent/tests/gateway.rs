@@ -3,6 +3,8 @@
 //! gives, carries a CDP client's WebSocket over an overlay stream) and completes a navigation. A
 //! member with role=agent is refused.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,10 +56,7 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
         b.add_peer(a.as_peer()).await.unwrap();
     }
     let sup = Supervisor::spawn(ChromiumConfig {
-        path: std::env::var_os("CHROME")
-            .map(Into::into)
-            .unwrap_or_else(|| "chromium".into()),
-        ..ChromiumConfig::default()
+        ..common::chromium()
     });
     sup.ready(Duration::from_secs(60)).await.unwrap();
     // what gossip would have told the agent about its peers

@@ -1,13 +1,14 @@
 //! The job API: capacity 2 and a queue of 2; six jobs at once: two run, two wait, two are told
 //! the agent is busy, and every accepted job ends with a report. No job is lost.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vantage_agent::chromium::{BrowserLink, BrowserState, ChromiumConfig, Supervisor};
-use vantage_agent::executor::RunContext;
-use vantage_agent::jobs::{submit, JobServer};
+use vantage_agent::chromium::{BrowserState, ChromiumConfig, Supervisor};
+use vantage_agent::jobs::submit;
 use vantage_proto::wire::JobEvent;
 use vantage_proto::{JobSpec, Wait};
 use vantage_tests::origin::{Origin, SLOW_PATH};
@@ -16,22 +17,13 @@ use vantage_tests::origin::{Origin, SLOW_PATH};
 async fn capacity_two_queue_two_six_jobs() {
     let origin = Origin::start().await.unwrap();
     let sup = Supervisor::spawn(ChromiumConfig {
-        path: std::env::var_os("CHROME")
-            .map(Into::into)
-            .unwrap_or_else(|| "chromium".into()),
-        ..ChromiumConfig::default()
+        ..common::chromium()
     });
     sup.ready(Duration::from_secs(60)).await.unwrap();
-    let link = Arc::new(BrowserLink::new(sup.clone()));
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
-    let server = JobServer::new(
-        link,
-        RunContext {
-            region: "local".into(),
-            node: "t".into(),
-            browser_version: String::new(),
-        },
+    let server = common::job_server(
+        &sup,
         2,
         2,
         Box::new(move || {
@@ -107,23 +99,10 @@ async fn capacity_two_queue_two_six_jobs() {
 async fn a_client_that_hangs_up_cancels_its_job_and_leaks_no_tab() {
     let origin = Origin::start().await.unwrap();
     let sup = Supervisor::spawn(ChromiumConfig {
-        path: std::env::var_os("CHROME")
-            .map(Into::into)
-            .unwrap_or_else(|| "chromium".into()),
-        ..ChromiumConfig::default()
+        ..common::chromium()
     });
     let port = sup.ready(Duration::from_secs(60)).await.unwrap();
-    let server = JobServer::new(
-        Arc::new(BrowserLink::new(sup.clone())),
-        RunContext {
-            region: "local".into(),
-            node: "t".into(),
-            browser_version: String::new(),
-        },
-        1,
-        0,
-        Box::new(|| {}),
-    );
+    let server = common::job_server(&sup, 1, 0, Box::new(|| {}));
     let (client, agent_side) = tokio::io::duplex(1 << 20);
     let s = server.clone();
     let serving = tokio::spawn(async move { s.serve(agent_side).await });
@@ -166,35 +145,16 @@ fn sigkill(pid: u32) {
 async fn after_a_chromium_crash_the_next_job_succeeds() {
     let origin = Origin::start().await.unwrap();
     let sup = Supervisor::spawn(ChromiumConfig {
-        path: std::env::var_os("CHROME")
-            .map(Into::into)
-            .unwrap_or_else(|| "chromium".into()),
         health_interval: Duration::from_millis(200),
-        ..ChromiumConfig::default()
+        ..common::chromium()
     });
     sup.ready(Duration::from_secs(60)).await.unwrap();
-    let server = JobServer::new(
-        Arc::new(BrowserLink::new(sup.clone())),
-        RunContext {
-            region: "local".into(),
-            node: "t".into(),
-            browser_version: String::new(),
-        },
-        1,
-        1,
-        Box::new(|| {}),
-    );
+    let server = common::job_server(&sup, 1, 1, Box::new(|| {}));
     let mut spec = JobSpec::new(&origin.url("/index.html"));
     spec.wait = Wait::Load;
     let run = |spec: JobSpec| {
         let s = server.clone();
-        async move {
-            let (client, agent_side) = tokio::io::duplex(1 << 20);
-            let serving = tokio::spawn(async move { s.serve(agent_side).await });
-            let events = submit(client, &spec).await.unwrap();
-            serving.await.unwrap().unwrap();
-            events
-        }
+        async move { common::run_job(&s, &spec).await }
     };
     assert!(matches!(
         run(spec.clone()).await.last(),
@@ -241,36 +201,18 @@ fn browser_processes(sup: &Supervisor) -> usize {
 async fn a_hundred_jobs_with_recycling_every_twenty_all_complete() {
     let origin = Origin::start().await.unwrap();
     let sup = Supervisor::spawn(ChromiumConfig {
-        path: std::env::var_os("CHROME")
-            .map(Into::into)
-            .unwrap_or_else(|| "chromium".into()),
         recycle_after_jobs: 20,
-        ..ChromiumConfig::default()
+        ..common::chromium()
     });
     sup.ready(Duration::from_secs(60)).await.unwrap();
-    let link = Arc::new(BrowserLink::new(sup.clone()));
     let s2 = sup.clone();
-    let server = JobServer::new(
-        link,
-        RunContext {
-            region: "local".into(),
-            node: "t".into(),
-            browser_version: String::new(),
-        },
-        1,
-        1,
-        Box::new(move || s2.job_done()),
-    );
+    let server = common::job_server(&sup, 1, 1, Box::new(move || s2.job_done()));
     let mut spec = JobSpec::new(&origin.url(&format!("{SLOW_PATH}?ms=0")));
     spec.wait = Wait::Load;
     let mut pids = std::collections::BTreeSet::new();
     let mut counts = Vec::new();
     for i in 0..100 {
-        let (client, agent_side) = tokio::io::duplex(1 << 20);
-        let s = server.clone();
-        let serving = tokio::spawn(async move { s.serve(agent_side).await });
-        let events = submit(client, &spec).await.unwrap();
-        serving.await.unwrap().unwrap();
+        let events = common::run_job(&server, &spec).await;
         match events.last() {
             Some(JobEvent::Report { report }) => {
                 assert_eq!(report.runs[0].error, None, "job {i}: {:?}", report.runs[0]);

@@ -1,0 +1,82 @@
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use vantage_agent::cdp::Cdp;
+use vantage_agent::chromium::BrowserState;
+use vantage_agent::executor::run_job as execute;
+use vantage_proto::Report;
+
+use vantage_agent::chromium::{BrowserLink, ChromiumConfig, Supervisor};
+use vantage_agent::executor::RunContext;
+use vantage_agent::jobs::{submit, JobServer};
+use vantage_proto::wire::JobEvent;
+use vantage_proto::JobSpec;
+
+/// The browser the tests use: `CHROME`, else Debian's `chromium` (CI installs it).
+pub fn chromium() -> ChromiumConfig {
+    ChromiumConfig {
+        path: std::env::var_os("CHROME")
+            .map(Into::into)
+            .unwrap_or_else(|| "chromium".into()),
+        ..ChromiumConfig::default()
+    }
+}
+
+/// A job server on `sup`'s browser.
+pub fn job_server(
+    sup: &Supervisor,
+    capacity: usize,
+    queue: usize,
+    on_done: Box<dyn Fn() + Send + Sync>,
+) -> Arc<JobServer> {
+    let ctx = RunContext {
+        region: "local".into(),
+        node: "test".into(),
+        browser_version: String::new(),
+    };
+    JobServer::new(
+        Arc::new(BrowserLink::new(sup.clone())),
+        ctx,
+        capacity,
+        queue,
+        on_done,
+    )
+}
+
+/// Submits `spec` over an in-memory stream and returns every event.
+pub async fn run_job(server: &Arc<JobServer>, spec: &JobSpec) -> Vec<JobEvent> {
+    let (client, agent_side) = tokio::io::duplex(1 << 20);
+    let s = server.clone();
+    let serving = tokio::spawn(async move { s.serve(agent_side).await });
+    let events = submit(client, spec).await.unwrap();
+    serving.await.unwrap().unwrap();
+    events
+}
+
+/// A supervised browser that is ready, a CDP connection to it, and its version.
+pub async fn browser() -> (Supervisor, Cdp, String) {
+    let sup = Supervisor::spawn(chromium());
+    sup.ready(Duration::from_secs(60)).await.unwrap();
+    let BrowserState::Ready {
+        ws_url, version, ..
+    } = sup.state()
+    else {
+        panic!("not ready")
+    };
+    let cdp = Cdp::connect(&ws_url).await.unwrap();
+    (sup, cdp, version)
+}
+
+/// Runs `spec` directly with the executor.
+pub async fn load(cdp: &Cdp, version: &str, spec: &JobSpec) -> Report {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let ctx = RunContext {
+        region: "local".into(),
+        node: "test".into(),
+        browser_version: version.into(),
+    };
+    execute(cdp, spec, &ctx, &tx).await
+}

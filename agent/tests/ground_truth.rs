@@ -1,0 +1,104 @@
+//! Ground truth: the agent's report of the test origin site, loaded in real Chromium, against what
+//! the site is known to do. Alone in its binary, so no other browser competes for the CPU while
+//! timings are measured.
+
+mod common;
+
+use vantage_proto::{JobSpec, Viewport, Wait};
+use vantage_tests::origin::{Origin, Side};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_matches_the_origin_ground_truth() {
+    let origin = Origin::start().await.unwrap();
+    let truth = origin.truth().clone();
+    let (sup, cdp, version) = common::browser().await;
+    let mut spec = JobSpec::new(&origin.url(&truth.document_path));
+    spec.viewport = Viewport {
+        width: truth.viewport.0,
+        height: truth.viewport.1,
+    };
+    spec.wait = Wait::LoadAndQuiet { quiet_ms: 1500 };
+    let report = common::load(&cdp, &version, &spec).await;
+    let run = &report.runs[0];
+    assert_eq!(run.error, None, "{run:#?}");
+    assert!(!run.timed_out);
+    assert_eq!(run.status, 200);
+
+    // request count and statuses, exactly (a redirect is one entry per hop)
+    let mut got: Vec<(String, u16)> = run
+        .requests
+        .iter()
+        .map(|r| (url_path(&r.url), r.status))
+        .collect();
+    let mut want: Vec<(String, u16)> = truth
+        .requests
+        .iter()
+        .map(|e| (e.path.clone(), e.status))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "waterfall differs from the site's requests");
+
+    // TTFB: at least the server's delay, and within 50 ms of it on loopback
+    let delay = truth.document_delay.as_secs_f64() * 1000.0;
+    let ttfb = run.timing.ttfb_ms;
+    println!(
+        "ttfb {ttfb:.1} ms (server delay {delay:.0} ms), load {:?}",
+        run.timing.load_ms
+    );
+    assert!(
+        ttfb >= delay && ttfb <= delay + 50.0,
+        "ttfb {ttfb} vs delay {delay}"
+    );
+
+    let lcp = run.lcp.as_ref().expect("an LCP entry");
+    println!("lcp {lcp:?}");
+    assert!(
+        lcp.url
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with(&truth.lcp_url_path),
+        "{lcp:?}"
+    );
+    assert!(lcp.element.starts_with("img"), "{lcp:?}");
+
+    println!("cls {:.4} (designed {:.4})", run.cls, truth.layout_shift);
+    assert!((run.cls - truth.layout_shift).abs() <= 0.02);
+
+    let long = truth.long_task.as_secs_f64() * 1000.0;
+    println!("tbt {:?}, long tasks {:?}", run.tbt, run.long_tasks);
+    assert!(
+        run.tbt.ms >= long - 50.0,
+        "tbt {} < long task {long} - 50",
+        run.tbt.ms
+    );
+
+    // bytes on the wire: the body plus headers, nothing more
+    for (r, e) in run.requests.iter().filter_map(|r| {
+        let p = url_path(&r.url);
+        truth
+            .requests
+            .iter()
+            .find(|e| e.path == p && e.status == r.status)
+            .map(|e| (r, e))
+    }) {
+        if e.origin == Side::Main && r.status == 200 {
+            let overhead = r.encoded_bytes as i64 - e.body_bytes as i64;
+            assert!(
+                (0..=1024).contains(&overhead),
+                "{}: {} on the wire for a {}-byte body",
+                r.url,
+                r.encoded_bytes,
+                e.body_bytes
+            );
+        }
+    }
+    assert!(report.summary.is_some());
+    sup.stop().await;
+}
+
+fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or("/").to_owned()
+}
