@@ -60,9 +60,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             http_get(port, &path).await?
         };
+        // point the URLs back at whatever address the client reached us by (a local forwarder
+        // such as `vantage connect`, or the overlay address itself)
+        let host = host_header(&head).unwrap_or_else(|| host_of(me));
         let rewritten = upstream
-            .replace(&format!("127.0.0.1:{port}"), &host_of(me))
-            .replace(&format!("localhost:{port}"), &host_of(me));
+            .replace(&format!("127.0.0.1:{port}"), &host)
+            .replace(&format!("localhost:{port}"), &host);
         return respond_json(&mut client, &rewritten).await;
     }
     respond(
@@ -78,6 +81,22 @@ fn host_of(a: SocketAddr) -> String {
         SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
         SocketAddr::V4(v) => v.to_string(),
     }
+}
+
+/// The request's `Host`, if it is a plain `host[:port]` (no spaces or URL syntax to smuggle in).
+fn host_header(head: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(head).ok()?;
+    let v = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("host")
+            .then(|| v.trim().to_owned())
+    })?;
+    let ok = !v.is_empty()
+        && v.len() <= 255
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    ok.then_some(v)
 }
 
 async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>> {
