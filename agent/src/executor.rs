@@ -156,6 +156,15 @@ impl PageCtx {
             .as_str()
             .ok_or_else(|| anyhow!("no browserContextId"))?
             .to_owned();
+        // from here on, any early return disposes of the context through Drop
+        let (_, no_events) = mpsc::unbounded_channel();
+        let mut ctx = Self {
+            cdp: cdp.clone(),
+            context: context.clone(),
+            session: String::new(),
+            events: no_events,
+            closed: false,
+        };
         let target = cdp
             .call(
                 None,
@@ -178,7 +187,8 @@ impl PageCtx {
             .as_str()
             .ok_or_else(|| anyhow!("no sessionId"))?
             .to_owned();
-        let events = cdp.subscribe(&session);
+        ctx.events = cdp.subscribe(&session);
+        ctx.session = session.clone();
         let s = Some(session.as_str());
         for domain in [
             "Page.enable",
@@ -211,13 +221,7 @@ impl PageCtx {
             json!({ "source": OBSERVER_JS }),
         )
         .await?;
-        Ok(Self {
-            cdp: cdp.clone(),
-            context,
-            session,
-            events,
-            closed: false,
-        })
+        Ok(ctx)
     }
 
     async fn close(mut self, cdp: &Cdp) {
@@ -246,9 +250,15 @@ async fn run_once(
             old.close(cdp).await;
         }
         *page = Some(
-            tokio::time::timeout_at(deadline.into(), PageCtx::open(cdp, spec))
-                .await
-                .map_err(|_| anyhow!("timed out opening a browser context"))??,
+            // spawned: if this job is cancelled mid-way, the opening still completes and the
+            // context it made is disposed when its result is dropped, instead of leaking a tab
+            tokio::time::timeout_at(deadline.into(), {
+                let (cdp, spec) = (cdp.clone(), spec.clone());
+                tokio::spawn(async move { PageCtx::open(&cdp, &spec).await })
+            })
+            .await
+            .map_err(|_| anyhow!("timed out opening a browser context"))?
+            .map_err(|e| anyhow!("opening a browser context failed: {e}"))??,
         );
     }
     let p = page
