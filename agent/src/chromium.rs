@@ -217,6 +217,14 @@ struct Browser {
     _profile: TempDir,
 }
 
+impl Drop for Browser {
+    /// However the supervisor ends (a stop, a panic, its runtime shutting down), the browser's
+    /// whole group goes with it; killing an already dead group is harmless.
+    fn drop(&mut self) {
+        kill_group(self.pid);
+    }
+}
+
 /// A fresh user-data-dir, removed on drop.
 struct TempDir(PathBuf);
 

@@ -176,3 +176,32 @@ async fn recycling_every_20_jobs_does_not_grow_the_process_count() {
     assert_eq!(lasting_zombies().await, Vec::<i32>::new());
     sup.stop().await;
 }
+
+#[test]
+fn a_dropped_supervisor_takes_its_browser_with_it() {
+    // a panicking test or agent drops its runtime without calling stop(); no browser may survive
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pid = rt.block_on(async {
+        let sup = Supervisor::spawn(config());
+        sup.ready(Duration::from_secs(60)).await.unwrap();
+        pid_of(&sup.state())
+    });
+    assert!(!group_members(pid).is_empty());
+    drop(rt);
+    let mut left = group_members(pid);
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = group_members(pid);
+    }
+    assert!(
+        left.is_empty(),
+        "browser processes outlived their supervisor: {left:?}"
+    );
+}
