@@ -275,6 +275,7 @@ fn launch(cfg: &ChromiumConfig) -> Result<(Browser, std::process::ChildStderr)> 
         .stderr(Stdio::piped())
         // its own process group, so one signal reaches every renderer and helper
         .process_group(0);
+    die_with_parent(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", cfg.path.display()))?;
@@ -483,6 +484,23 @@ pub fn reap_orphans() {
             // SAFETY: waitpid on a specific zombie child of ours; only writes `status`.
             unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         }
+    }
+}
+
+/// Chromium gets SIGKILL if the agent dies without cleaning up (OOM killer, SIGKILL), so a
+/// dead agent never leaves a browser behind. The signal follows the spawning thread, which is a
+/// runtime worker that lives as long as the supervisor.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe prctl call.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

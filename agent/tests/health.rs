@@ -118,3 +118,55 @@ async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
     );
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_agent_leaves_no_browser_behind() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = std::env::temp_dir().join(format!("vantage-health-kill-{}", std::process::id()));
+    let psk = vantage_mesh::PresharedKey::from_bytes([5; 32]).to_base64();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
+        .args([
+            "--psk",
+            &psk,
+            "--bind",
+            "127.0.0.1:0",
+            "--name",
+            "doomed",
+            "--region",
+            "local",
+        ])
+        .args(["--health-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, v) = wait_for(port, Duration::from_secs(60), |code, _| code == 200).await;
+    let browser = v["browser_pid"].as_u64().unwrap() as i32;
+    agent.kill().unwrap(); // SIGKILL: no cleanup code runs in the agent
+    agent.wait().unwrap();
+    let running = || -> Vec<i32> {
+        vantage_agent::chromium::group_members(browser)
+            .into_iter()
+            .filter(|&p| alive(p as u32))
+            .collect()
+    };
+    let mut left = running();
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = running();
+    }
+    assert!(
+        left.is_empty(),
+        "the browser outlived a SIGKILLed agent: {left:?}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
