@@ -52,23 +52,23 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
+/// Starts the real agent binary alone (no seeds) with its health endpoint on a free port.
+fn spawn_agent(name: &str, dir: &str) -> (std::process::Child, u16, std::path::PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let data = std::env::temp_dir().join(format!("vantage-health-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!("{dir}-{}", std::process::id()));
     let psk = vantage_mesh::PresharedKey::from_bytes([5; 32]).to_base64();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
+    let agent = Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
         .args([
             "--psk",
             &psk,
             "--bind",
             "127.0.0.1:0",
             "--name",
-            "solo",
+            name,
             "--region",
             "local",
         ])
@@ -79,6 +79,12 @@ async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    (agent, port, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
+    let (mut agent, port, data) = spawn_agent("solo", "vantage-health");
     let (_, v) = wait_for(port, Duration::from_secs(60), |code, _| code == 200).await;
     println!("healthy: {v}");
     assert_eq!(v["browser"], "ready");
@@ -121,31 +127,7 @@ async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_agent_leaves_no_browser_behind() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = std::env::temp_dir().join(format!("vantage-health-kill-{}", std::process::id()));
-    let psk = vantage_mesh::PresharedKey::from_bytes([5; 32]).to_base64();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
-        .args([
-            "--psk",
-            &psk,
-            "--bind",
-            "127.0.0.1:0",
-            "--name",
-            "doomed",
-            "--region",
-            "local",
-        ])
-        .args(["--health-addr", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut agent, port, data) = spawn_agent("doomed", "vantage-health-kill");
     let (_, v) = wait_for(port, Duration::from_secs(60), |code, _| code == 200).await;
     let browser = v["browser_pid"].as_u64().unwrap() as i32;
     agent.kill().unwrap(); // SIGKILL: no cleanup code runs in the agent
