@@ -25,19 +25,8 @@ pub struct RunContext {
     pub browser_version: String,
 }
 
-/// Progress of a job, for streaming to the client.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    RunStarted {
-        index: u8,
-        view: RunView,
-    },
-    RunFinished {
-        index: u8,
-        view: RunView,
-        load_ms: Option<f64>,
-    },
-}
+/// Progress events are the wire's own, so the job server streams them as they are.
+pub use vantage_proto::wire::JobEvent as Progress;
 
 fn unix_ms() -> u64 {
     SystemTime::now()

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Semaphore};
 use vantage_proto::wire::{self, JobEvent, JobRequest};
 
 use crate::chromium::BrowserLink;
-use crate::executor::{run_job, Progress, RunContext};
+use crate::executor::{run_job, RunContext};
 
 /// How long a job waits for a (re)starting browser before it is refused.
 const BROWSER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -146,11 +146,7 @@ impl JobServer {
         let report = loop {
             tokio::select! {
                 r = &mut job => break r,
-                Some(p) = prx.recv() => {
-                    let e = match p {
-                        Progress::RunStarted { index, view } => JobEvent::RunStarted { index, view },
-                        Progress::RunFinished { index, view, load_ms } => JobEvent::RunFinished { index, view, load_ms },
-                    };
+                Some(e) = prx.recv() => {
                     if send(&mut wr, &e).await.is_err() {
                         tracing::info!("client went away; job cancelled");
                         return Ok(());
