@@ -1,7 +1,7 @@
 //! The CDP gateway over the mesh: a controller member reads `/json/version` with URLs rewritten to
-//! the gateway, then drives the browser through it (a local TCP forwarder, as `vantage connect`
-//! gives, carries a CDP client's WebSocket over an overlay stream) and completes a navigation. A
-//! member with role=agent is refused.
+//! the gateway, then a stock client (chromiumoxide) drives the browser through it and completes a
+//! navigation. A local TCP forwarder, as `vantage connect` gives, carries the client's HTTP and
+//! WebSocket over overlay streams. A member with role=agent is refused.
 
 mod common;
 
@@ -9,9 +9,9 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use chromiumoxide::Browser;
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_agent::cdp::Cdp;
 use vantage_agent::chromium::{ChromiumConfig, Supervisor};
 use vantage_agent::gateway::{self, Roles};
 use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
@@ -117,51 +117,41 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
             });
         }
     });
-    let cdp = Cdp::connect(&ws.replace(&gw_host, &local_addr.to_string()))
+    // a stock client: chromiumoxide reads /json/version through the forwarder (so the rewrite
+    // must point it back at the forwarder), opens the WebSocket, and drives a page
+    let (browser, mut handler) = Browser::connect(format!("http://{local_addr}"))
         .await
-        .unwrap();
-    let target = cdp
-        .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
-        .await
-        .unwrap();
-    let attached = cdp
-        .call(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": target["targetId"], "flatten": true }),
-        )
-        .await
-        .unwrap();
-    let session = attached["sessionId"].as_str().unwrap().to_owned();
-    let mut events = cdp.subscribe(&session);
-    cdp.call(Some(&session), "Page.enable", json!({}))
-        .await
-        .unwrap();
-    cdp.call(
-        Some(&session),
-        "Page.navigate",
-        json!({ "url": origin.url("/index.html") }),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(e) = events.recv().await {
-            if e.method == "Page.loadEventFired" {
-                return;
-            }
-        }
-        panic!("event stream ended");
+        .expect("chromiumoxide connects through the gateway");
+    // Chromium's own port is reachable on this machine too; make sure the client went via us
+    assert!(
+        browser
+            .websocket_address()
+            .starts_with(&format!("ws://{local_addr}/devtools/browser/")),
+        "{}",
+        browser.websocket_address()
+    );
+    let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let url = origin.url("/index.html");
+    let page = tokio::time::timeout(Duration::from_secs(30), async {
+        let page = browser.new_page("about:blank").await?;
+        page.goto(url.as_str()).await?;
+        page.wait_for_navigation().await?;
+        Ok::<_, chromiumoxide::error::CdpError>(page)
     })
     .await
-    .expect("no load event through the gateway");
-    let title = cdp
-        .call(
-            Some(&session),
-            "Runtime.evaluate",
-            json!({ "expression": "location.pathname", "returnByValue": true }),
-        )
+    .expect("navigation through the gateway timed out")
+    .expect("navigation through the gateway");
+    let path: String = page
+        .evaluate("location.pathname")
         .await
+        .unwrap()
+        .into_value()
         .unwrap();
-    assert_eq!(title["result"]["value"], "/index.html");
+    assert_eq!(path, "/index.html");
+    let title = page.get_title().await.unwrap();
+    assert_eq!(title.as_deref(), Some("Vantage test origin"));
+    page.close().await.unwrap();
+    drop(browser);
+    pump.abort();
     sup.stop().await;
 }
