@@ -127,6 +127,11 @@ impl Cdp {
             .with_context(|| format!("{method} failed"))
     }
 
+    /// Whether `other` is a handle to this same connection.
+    pub fn same_connection(&self, other: &Cdp) -> bool {
+        Arc::ptr_eq(&self.routes, &other.routes)
+    }
+
     /// Whether the browser has closed this connection.
     pub fn is_closed(&self) -> bool {
         self.routes.lock().unwrap_or_else(|e| e.into_inner()).closed

@@ -1,5 +1,5 @@
-//! Runs a page-load job against the local browser: a fresh browser context per cold run, the same
-//! context again for a warm run, everything captured from CDP events and the page's own
+//! Runs a page-load job against the local browser: a fresh browser context per cold run (taken
+//! from the [`PagePool`] when one was opened ahead), the same context again for a warm run, everything captured from CDP events and the page's own
 //! performance entries, and a deadline on every phase so a page that never settles still yields a
 //! partial report.
 
@@ -13,8 +13,9 @@ use vantage_proto::{
     ConsoleEntry, JobSpec, Report, Run, RunView, Summary, View, Wait, SCHEMA_VERSION,
 };
 
-use crate::capture::{self, COLLECT_JS, OBSERVER_JS};
-use crate::cdp::{Cdp, CdpEvent};
+use crate::capture::{self, COLLECT_JS};
+use crate::cdp::Cdp;
+use crate::page::{self, PageCtx, PagePool};
 use crate::waterfall::Waterfall;
 
 /// Who ran the job, for the report.
@@ -41,6 +42,7 @@ pub async fn run_job(
     cdp: &Cdp,
     spec: &JobSpec,
     ctx: &RunContext,
+    pool: &PagePool,
     progress: &mpsc::UnboundedSender<Progress>,
 ) -> Report {
     let started_unix_ms = unix_ms();
@@ -54,7 +56,7 @@ pub async fn run_job(
         let mut page: Option<PageCtx> = None;
         for &view in views {
             let _ = progress.send(Progress::RunStarted { index, view });
-            let run = match run_once(cdp, spec, &mut page, index, view).await {
+            let run = match run_once(cdp, spec, pool, &mut page, index, view).await {
                 Ok((run, ua)) => {
                     if user_agent.is_empty() {
                         user_agent = ua;
@@ -82,8 +84,7 @@ pub async fn run_job(
         }
         if let Some(p) = page.take() {
             // the report is complete: tear the context down off the job's critical path
-            let cdp = cdp.clone();
-            tokio::spawn(async move { p.close(&cdp).await });
+            tokio::spawn(p.close());
         }
     }
     let summary = Summary::from_runs(&runs);
@@ -100,135 +101,10 @@ pub async fn run_job(
     }
 }
 
-/// A browser context with one page attached. Dropped without [`PageCtx::close`] (a cancelled
-/// job), it still disposes of the context, so cancelled jobs leak no tabs.
-struct PageCtx {
-    cdp: Cdp,
-    context: String,
-    session: String,
-    events: mpsc::UnboundedReceiver<CdpEvent>,
-    closed: bool,
-}
-
-impl Drop for PageCtx {
-    fn drop(&mut self) {
-        if self.closed {
-            return;
-        }
-        let (cdp, context, session) =
-            (self.cdp.clone(), self.context.clone(), self.session.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                cdp.unsubscribe(&session);
-                let _ = cdp
-                    .call(
-                        None,
-                        "Target.disposeBrowserContext",
-                        json!({ "browserContextId": context }),
-                    )
-                    .await;
-            });
-        }
-    }
-}
-
-impl PageCtx {
-    async fn open(cdp: &Cdp, spec: &JobSpec) -> Result<Self> {
-        let context = cdp
-            .call(
-                None,
-                "Target.createBrowserContext",
-                json!({ "disposeOnDetach": true }),
-            )
-            .await?;
-        let context = context["browserContextId"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no browserContextId"))?
-            .to_owned();
-        // from here on, any early return disposes of the context through Drop
-        let (_, no_events) = mpsc::unbounded_channel();
-        let mut ctx = Self {
-            cdp: cdp.clone(),
-            context: context.clone(),
-            session: String::new(),
-            events: no_events,
-            closed: false,
-        };
-        let target = cdp
-            .call(
-                None,
-                "Target.createTarget",
-                json!({ "url": "about:blank", "browserContextId": context }),
-            )
-            .await?;
-        let target = target["targetId"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no targetId"))?
-            .to_owned();
-        let attached = cdp
-            .call(
-                None,
-                "Target.attachToTarget",
-                json!({ "targetId": target, "flatten": true }),
-            )
-            .await?;
-        let session = attached["sessionId"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no sessionId"))?
-            .to_owned();
-        ctx.events = cdp.subscribe(&session);
-        ctx.session = session.clone();
-        let s = Some(session.as_str());
-        for domain in [
-            "Page.enable",
-            "Network.enable",
-            "Runtime.enable",
-            "Log.enable",
-            "Performance.enable",
-        ] {
-            cdp.call(s, domain, json!({})).await?;
-        }
-        let vp = spec.viewport;
-        cdp.call(
-            s,
-            "Emulation.setDeviceMetricsOverride",
-            json!({ "width": vp.width, "height": vp.height, "deviceScaleFactor": 1, "mobile": false }),
-        )
-        .await?;
-        if let Some(ua) = &spec.user_agent {
-            cdp.call(
-                s,
-                "Network.setUserAgentOverride",
-                json!({ "userAgent": ua }),
-            )
-            .await?;
-        }
-        // certificate errors are never ignored: no Security.setIgnoreCertificateErrors here
-        cdp.call(
-            s,
-            "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": OBSERVER_JS }),
-        )
-        .await?;
-        Ok(ctx)
-    }
-
-    async fn close(mut self, cdp: &Cdp) {
-        self.closed = true;
-        cdp.unsubscribe(&self.session);
-        let _ = cdp
-            .call(
-                None,
-                "Target.disposeBrowserContext",
-                json!({ "browserContextId": self.context }),
-            )
-            .await;
-    }
-}
-
 async fn run_once(
     cdp: &Cdp,
     spec: &JobSpec,
+    pool: &PagePool,
     page: &mut Option<PageCtx>,
     index: u8,
     view: RunView,
@@ -236,19 +112,22 @@ async fn run_once(
     let deadline = Instant::now() + Duration::from_millis(u64::from(spec.timeout_ms));
     if view == RunView::Cold {
         if let Some(old) = page.take() {
-            old.close(cdp).await;
+            old.close().await;
         }
-        *page = Some(
-            // spawned: if this job is cancelled mid-way, the opening still completes and the
-            // context it made is disposed when its result is dropped, instead of leaking a tab
-            tokio::time::timeout_at(deadline.into(), {
-                let (cdp, spec) = (cdp.clone(), spec.clone());
-                tokio::spawn(async move { PageCtx::open(&cdp, &spec).await })
-            })
-            .await
-            .map_err(|_| anyhow!("timed out opening a browser context"))?
-            .map_err(|e| anyhow!("opening a browser context failed: {e}"))??,
-        );
+        let opened = tokio::time::timeout_at(deadline.into(), async {
+            // a spare that failed to open (its browser went away) is not worth a failed run
+            let p = match pool.take(cdp).await {
+                Ok(Ok(p)) => p,
+                _ => page::open(cdp)
+                    .await
+                    .map_err(|e| anyhow!("opening a browser context failed: {e}"))??,
+            };
+            p.configure(spec).await?;
+            Ok::<_, anyhow::Error>(p)
+        })
+        .await
+        .map_err(|_| anyhow!("timed out opening a browser context"))??;
+        *page = Some(opened);
     }
     let p = page
         .as_mut()

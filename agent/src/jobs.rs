@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, Semaphore};
 use vantage_proto::wire::{self, JobEvent, JobRequest};
 
 use crate::chromium::BrowserLink;
+use crate::chromium::BrowserState;
 use crate::executor::{run_job, RunContext};
+use crate::page::PagePool;
 
 /// How long a job waits for a (re)starting browser before it is refused.
 const BROWSER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -24,6 +26,8 @@ pub struct JobServer {
     capacity: usize,
     queue: usize,
     admitted: AtomicUsize,
+    /// The next cold run's browser context, opened between jobs.
+    pool: PagePool,
     /// Called after each job (counts toward browser recycling).
     on_done: Box<dyn Fn() + Send + Sync>,
 }
@@ -54,8 +58,35 @@ impl JobServer {
             capacity,
             queue,
             admitted: AtomicUsize::new(0),
+            pool: PagePool::default(),
             on_done,
         })
+    }
+
+    /// Keeps a browser context open ahead of the first job, and again after every browser
+    /// (re)start, so no job pays for opening one while the agent has time to spare.
+    pub fn keep_warm(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let mut state = self.browser.supervisor().watch();
+        tokio::spawn(async move {
+            loop {
+                let ready = matches!(*state.borrow_and_update(), BrowserState::Ready { .. });
+                if ready {
+                    let Some(me) = me.upgrade() else { return };
+                    if let Ok(cdp) = me.browser.cdp(BROWSER_WAIT).await {
+                        me.pool.refill(&cdp);
+                    }
+                }
+                if state.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Whether a browser context is open (or opening) for the next job.
+    pub fn has_spare(&self) -> bool {
+        self.pool.has_spare()
     }
 
     /// Jobs running or waiting.
@@ -135,13 +166,11 @@ impl JobServer {
             }
         };
         let mut ctx = self.ctx.clone();
-        if let crate::chromium::BrowserState::Ready { version, .. } =
-            self.browser.supervisor().state()
-        {
+        if let BrowserState::Ready { version, .. } = self.browser.supervisor().state() {
             ctx.browser_version = version;
         }
         let (ptx, mut prx) = mpsc::unbounded_channel();
-        let job = run_job(&cdp, &req.job, &ctx, &ptx);
+        let job = run_job(&cdp, &req.job, &ctx, &self.pool, &ptx);
         tokio::pin!(job);
         let report = loop {
             tokio::select! {
@@ -158,8 +187,16 @@ impl JobServer {
                 }
             }
         };
-        drop(permit);
         (self.on_done)();
+        // open the next job's context now, before a queued job takes the slot, unless this job
+        // just sent the browser off to be recycled
+        if matches!(
+            self.browser.supervisor().state(),
+            BrowserState::Ready { .. }
+        ) {
+            self.pool.refill(&cdp);
+        }
+        drop(permit);
         send(
             &mut wr,
             &JobEvent::Report {

@@ -12,6 +12,7 @@ pub mod fly;
 pub mod gateway;
 pub mod health;
 pub mod jobs;
+pub mod page;
 pub mod waterfall;
 
 use std::future::Future;
@@ -142,6 +143,7 @@ pub async fn run(
                     let _ = done.send(());
                 }),
             );
+            server.keep_warm();
             let listener = node
                 .tcp_listen(config.job_port)
                 .await

@@ -118,18 +118,65 @@ async fn a_client_that_hangs_up_cancels_its_job_and_leaks_no_tab() {
         .unwrap();
     assert_eq!(server.active(), 0);
     // only the initial about:blank page remains once the disposal has gone through
+    let (pages, list) = settled_pages(port, 1).await;
+    assert_eq!(pages, 1, "a cancelled job left pages behind: {list}");
+    sup.stop().await;
+}
+
+/// The number of open pages once it is `want` (or after 10 s, whatever it is then), and the list.
+async fn settled_pages(port: u16, want: usize) -> (usize, String) {
     let mut list = String::new();
     for _ in 0..100 {
         list = vantage_agent::chromium::http_get(port, "/json/list")
             .await
             .unwrap();
-        if list.matches("\"type\": \"page\"").count() <= 1 {
+        if list.matches("\"type\": \"page\"").count() == want {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pages = list.matches("\"type\": \"page\"").count();
-    assert!(pages <= 1, "a cancelled job left {pages} pages: {list}");
+    (list.matches("\"type\": \"page\"").count(), list)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_context_opened_ahead_is_cold_and_only_one_is_ever_kept() {
+    let origin = Origin::start().await.unwrap();
+    let sup = Supervisor::spawn(ChromiumConfig {
+        ..common::chromium()
+    });
+    let port = sup.ready(Duration::from_secs(60)).await.unwrap();
+    let server = common::job_server(&sup, 1, 0, Box::new(|| {}));
+    server.keep_warm();
+    let mut spec = JobSpec::new(&origin.url("/index.html"));
+    spec.wait = Wait::Load;
+    for i in 0..4 {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !server.has_spare() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no context was opened ahead of job {i}"));
+        let events = common::run_job(&server, &spec).await;
+        let Some(JobEvent::Report { report }) = events.last() else {
+            panic!("job {i} ended with {:?}", events.last())
+        };
+        let run = &report.runs[0];
+        assert_eq!(run.error, None, "job {i}");
+        // the page's own requests (not the browser's favicon) must all have gone to the network:
+        // a context that had been used would serve them from its cache
+        let cached: Vec<_> = run
+            .requests
+            .iter()
+            .filter(|r| r.from_cache)
+            .map(|r| &r.url)
+            .collect();
+        assert!(cached.is_empty(), "job {i} was not cold: {cached:?}");
+        assert!(run.requests.len() > 5, "job {i}: {:?}", run.requests);
+    }
+    // the initial page plus exactly one spare: used contexts are all disposed
+    let (pages, list) = settled_pages(port, 2).await;
+    assert_eq!(pages, 2, "{list}");
     sup.stop().await;
 }
 

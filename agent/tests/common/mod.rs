@@ -12,6 +12,7 @@ use vantage_proto::Report;
 use vantage_agent::chromium::{BrowserLink, ChromiumConfig, Supervisor};
 use vantage_agent::executor::RunContext;
 use vantage_agent::jobs::{submit, JobServer};
+use vantage_agent::page::PagePool;
 use vantage_proto::wire::JobEvent;
 use vantage_proto::JobSpec;
 
@@ -78,5 +79,5 @@ pub async fn load(cdp: &Cdp, version: &str, spec: &JobSpec) -> Report {
         node: "test".into(),
         browser_version: version.into(),
     };
-    execute(cdp, spec, &ctx, &tx).await
+    execute(cdp, spec, &ctx, &PagePool::default(), &tx).await
 }

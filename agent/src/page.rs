@@ -1,0 +1,206 @@
+//! Browser contexts for runs: a fresh context with one attached page per cold run, and a pool
+//! that opens the next one ahead of need. Opening costs Chromium a renderer process and the
+//! domain enables wait for it (about 350 ms here), which would otherwise sit on every job's
+//! critical path.
+
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use vantage_proto::JobSpec;
+
+use crate::capture::OBSERVER_JS;
+use crate::cdp::{Cdp, CdpEvent};
+
+/// A browser context with one page attached. Dropped without [`PageCtx::close`] (a cancelled
+/// job, a spare nobody took), it still disposes of the context, so nothing leaks a tab.
+pub(crate) struct PageCtx {
+    cdp: Cdp,
+    context: String,
+    pub(crate) session: String,
+    pub(crate) events: mpsc::UnboundedReceiver<CdpEvent>,
+    closed: bool,
+}
+
+impl Drop for PageCtx {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let (cdp, context, session) =
+            (self.cdp.clone(), self.context.clone(), self.session.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                cdp.unsubscribe(&session);
+                let _ = cdp
+                    .call(
+                        None,
+                        "Target.disposeBrowserContext",
+                        json!({ "browserContextId": context }),
+                    )
+                    .await;
+            });
+        }
+    }
+}
+
+impl PageCtx {
+    /// A new context and page with everything a run captures switched on, but nothing of any
+    /// job's own settings: those come with [`PageCtx::configure`].
+    async fn open(cdp: &Cdp) -> Result<Self> {
+        let context = cdp
+            .call(
+                None,
+                "Target.createBrowserContext",
+                json!({ "disposeOnDetach": true }),
+            )
+            .await?;
+        let context = context["browserContextId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no browserContextId"))?
+            .to_owned();
+        // from here on, any early return disposes of the context through Drop
+        let (_, no_events) = mpsc::unbounded_channel();
+        let mut ctx = Self {
+            cdp: cdp.clone(),
+            context: context.clone(),
+            session: String::new(),
+            events: no_events,
+            closed: false,
+        };
+        let target = cdp
+            .call(
+                None,
+                "Target.createTarget",
+                json!({ "url": "about:blank", "browserContextId": context }),
+            )
+            .await?;
+        let target = target["targetId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no targetId"))?
+            .to_owned();
+        let attached = cdp
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target, "flatten": true }),
+            )
+            .await?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sessionId"))?
+            .to_owned();
+        ctx.events = cdp.subscribe(&session);
+        ctx.session = session.clone();
+        let s = Some(session.as_str());
+        for domain in [
+            "Page.enable",
+            "Network.enable",
+            "Runtime.enable",
+            "Log.enable",
+            "Performance.enable",
+        ] {
+            cdp.call(s, domain, json!({})).await?;
+        }
+        // certificate errors are never ignored: no Security.setIgnoreCertificateErrors here
+        cdp.call(
+            s,
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": OBSERVER_JS }),
+        )
+        .await?;
+        Ok(ctx)
+    }
+
+    /// Applies the job's viewport and user agent.
+    pub(crate) async fn configure(&self, spec: &JobSpec) -> Result<()> {
+        let s = Some(self.session.as_str());
+        let vp = spec.viewport;
+        self.cdp
+            .call(
+                s,
+                "Emulation.setDeviceMetricsOverride",
+                json!({ "width": vp.width, "height": vp.height, "deviceScaleFactor": 1, "mobile": false }),
+            )
+            .await?;
+        if let Some(ua) = &spec.user_agent {
+            self.cdp
+                .call(
+                    s,
+                    "Network.setUserAgentOverride",
+                    json!({ "userAgent": ua }),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn close(mut self) {
+        self.closed = true;
+        self.cdp.unsubscribe(&self.session);
+        let _ = self
+            .cdp
+            .call(
+                None,
+                "Target.disposeBrowserContext",
+                json!({ "browserContextId": self.context }),
+            )
+            .await;
+    }
+}
+
+/// An opening in progress. Spawned, so that a job cancelled while waiting for it does not leak
+/// the context: the open completes and its result, dropped, disposes of it.
+pub(crate) type Opening = JoinHandle<Result<PageCtx>>;
+
+/// Starts opening a context on `cdp`.
+pub(crate) fn open(cdp: &Cdp) -> Opening {
+    let cdp = cdp.clone();
+    tokio::spawn(async move { PageCtx::open(&cdp).await })
+}
+
+/// At most one context opened ahead, for the next cold run on this agent. An unused context has
+/// an empty cache and no cookies, so taking it is the same as opening one: only sooner.
+#[derive(Default)]
+pub struct PagePool {
+    spare: Mutex<Option<(Cdp, Opening)>>,
+}
+
+impl std::fmt::Debug for PagePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagePool")
+            .field("spare", &self.has_spare())
+            .finish()
+    }
+}
+
+impl PagePool {
+    /// Starts opening a spare on `cdp` unless one is there (or on its way) for that connection.
+    pub fn refill(&self, cdp: &Cdp) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(&*spare, Some((c, _)) if c.same_connection(cdp)) {
+            return;
+        }
+        // a spare on an older connection is dropped; its context went with that browser
+        *spare = Some((cdp.clone(), open(cdp)));
+    }
+
+    /// The spare, if one was opened on `cdp`; otherwise a fresh opening.
+    pub(crate) fn take(&self, cdp: &Cdp) -> Opening {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match spare {
+            Some((c, opening)) if c.same_connection(cdp) => opening,
+            _ => open(cdp),
+        }
+    }
+
+    /// Whether a spare is held (open or opening).
+    pub fn has_spare(&self) -> bool {
+        self.spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
