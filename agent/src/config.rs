@@ -56,6 +56,15 @@ pub struct Args {
     /// Run without a browser: a mesh and gossip member only (debugging, membership tests).
     #[arg(long)]
     pub no_browser: bool,
+    /// Let the browser reach every address, the agent's own networks included (loopback,
+    /// private, link-local, unique-local, Fly 6PN, cloud metadata). This turns the egress guard
+    /// off: for local use, never on a shared fleet.
+    #[arg(long, env = "VANTAGE_ALLOW_PRIVATE")]
+    pub allow_private: bool,
+    /// Networks the browser may reach although they are the agent's own, as comma-separated CIDRs
+    /// (e.g. `fdaa:0:1::/48` for a staging app on the same Fly organization).
+    #[arg(long = "allow-net", env = "VANTAGE_ALLOW_NETS", value_delimiter = ',')]
+    pub allow_nets: Vec<String>,
     /// Page-load jobs run at once.
     #[arg(long, env = "VANTAGE_CAPACITY", default_value_t = 2)]
     pub capacity: usize,
@@ -116,6 +125,8 @@ pub struct Config {
     pub gossip_profile: vantage_gossip::Profile,
     /// `None` without a browser.
     pub chromium: Option<crate::chromium::ChromiumConfig>,
+    /// What the browser may connect to; `None` lets it reach everything (`--allow-private`).
+    pub egress: Option<crate::egress::Policy>,
     pub capacity: usize,
     pub queue: usize,
     pub job_port: u16,
@@ -217,7 +228,15 @@ impl Args {
                 self.job_port
             );
         }
+        let allow = self
+            .allow_nets
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<Vec<crate::egress::Net>, _>>()
+            .context("invalid VANTAGE_ALLOW_NETS (--allow-net)")?;
+        let egress = (!self.allow_private).then_some(crate::egress::Policy { allow });
         Ok(Config {
+            egress,
             psk,
             private_key,
             bind,

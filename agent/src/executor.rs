@@ -24,6 +24,8 @@ pub struct RunContext {
     pub region: String,
     pub node: String,
     pub browser_version: String,
+    /// The egress guard the browser goes through, if it is on.
+    pub guard: Option<crate::egress::Guard>,
 }
 
 /// Progress events are the wire's own, so the job server streams them as they are.
@@ -56,6 +58,7 @@ pub async fn run_job(
         let mut page: Option<PageCtx> = None;
         for &view in views {
             let _ = progress.send(Progress::RunStarted { index, view });
+            let started = Instant::now();
             let run = match run_once(cdp, spec, pool, &mut page, index, view).await {
                 Ok((run, ua)) => {
                     if user_agent.is_empty() {
@@ -72,6 +75,10 @@ pub async fn run_job(
                     ..Run::default()
                 },
             };
+            let mut run = run;
+            if let Some(g) = &ctx.guard {
+                crate::egress::annotate(&mut run, &g.outcomes_since(started));
+            }
             let _ = progress.send(Progress::RunFinished {
                 index,
                 view,

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod cdp;
 pub mod chromium;
 pub mod config;
+pub mod egress;
 pub mod executor;
 pub mod fly;
 pub mod gateway;
@@ -60,10 +61,20 @@ pub async fn run(
         advertise = %node.advertise_addr(),
         "mesh node up"
     );
-    let browser = config
-        .chromium
-        .clone()
-        .map(|c| Arc::new(chromium::BrowserLink::new(chromium::Supervisor::spawn(c))));
+    // the browser reaches the web only through the egress guard, unless it is turned off
+    let guard = match (&config.chromium, &config.egress) {
+        (Some(_), Some(policy)) => Some(
+            egress::Guard::start(policy.clone())
+                .await
+                .context("cannot start the egress guard")?,
+        ),
+        _ => None,
+    };
+    let browser = config.chromium.clone().map(|mut c| {
+        c.extra_args
+            .extend(guard.iter().flat_map(egress::Guard::chromium_flags));
+        Arc::new(chromium::BrowserLink::new(chromium::Supervisor::spawn(c)))
+    });
     let mut tags = Tags::new();
     tags.insert(TAG_ROLE.into(), "agent".into());
     tags.insert(TAG_REGION.into(), config.region.clone());
@@ -130,6 +141,7 @@ pub async fn run(
                 region: config.region.clone(),
                 node: config.name.clone(),
                 browser_version: String::new(),
+                guard: guard.clone(),
             };
             let link2 = link.clone();
             let done = job_done_tx.clone();

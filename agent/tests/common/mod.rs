@@ -37,6 +37,7 @@ pub fn job_server(
         region: "local".into(),
         node: "test".into(),
         browser_version: String::new(),
+        guard: None,
     };
     JobServer::new(
         Arc::new(BrowserLink::new(sup.clone())),
@@ -78,6 +79,7 @@ pub async fn load(cdp: &Cdp, version: &str, spec: &JobSpec) -> Report {
         region: "local".into(),
         node: "test".into(),
         browser_version: version.into(),
+        guard: None,
     };
     execute(cdp, spec, &ctx, &PagePool::default(), &tx).await
 }

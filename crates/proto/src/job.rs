@@ -100,6 +100,22 @@ impl JobSpec {
 /// authority with a host, a valid port, no whitespace or control characters. Chromium does the
 /// full parsing; this refuses what must never reach it.
 fn check_url(url: &str) -> Result<(), JobError> {
+    parse_http_url(url).map(|_| ())
+}
+
+/// Where an http(s) URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `http` or `https`, lowercase.
+    pub scheme: String,
+    /// The host as written, IPv6 without brackets.
+    pub host: String,
+    /// The port, or the scheme's default.
+    pub port: u16,
+}
+
+/// Checks an http(s) URL the way [`JobSpec::validate`] does and says where it points.
+pub fn parse_http_url(url: &str) -> Result<Endpoint, JobError> {
     let bad = |why: &str| Err(JobError::Url(url.to_owned(), why.to_owned()));
     if url.len() > 8192 {
         return bad("longer than 8192 characters");
@@ -143,12 +159,19 @@ fn check_url(url: &str) -> Result<(), JobError> {
     if host.is_empty() {
         return bad("no host");
     }
-    if let Some(p) = port {
-        if !p.is_empty() && p.parse::<u16>().is_err() {
-            return bad("the port is not a number from 0 to 65535");
-        }
-    }
-    Ok(())
+    let default = if scheme == "https" { 443 } else { 80 };
+    let port = match port.filter(|p| !p.is_empty()) {
+        None => default,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return bad("the port is not a number from 0 to 65535"),
+        },
+    };
+    Ok(Endpoint {
+        host: host.to_owned(),
+        scheme,
+        port,
+    })
 }
 
 /// Why a job spec was refused.
@@ -202,6 +225,18 @@ mod tests {
         j.runs = 3;
         j.wait = Wait::LoadAndQuiet { quiet_ms: 60_000 };
         assert_eq!(j.validate(), Err(JobError::Quiet(60_000)));
+    }
+
+    #[test]
+    fn endpoints_get_the_schemes_default_port() {
+        let e = parse_http_url("HTTPS://user@[::1]/x").unwrap();
+        assert_eq!(
+            (e.scheme.as_str(), e.host.as_str(), e.port),
+            ("https", "::1", 443)
+        );
+        let e = parse_http_url("http://example.com:8080?q").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("example.com", 8080));
+        assert_eq!(parse_http_url("http://a.test/").unwrap().port, 80);
     }
 
     #[test]

@@ -6,7 +6,10 @@ mod job;
 mod report;
 pub mod wire;
 
-pub use job::{JobError, JobSpec, View, Viewport, Wait, MAX_QUIET_MS, MAX_RUNS, MAX_TIMEOUT_MS};
+pub use job::{
+    parse_http_url, Endpoint, JobError, JobSpec, View, Viewport, Wait, MAX_QUIET_MS, MAX_RUNS,
+    MAX_TIMEOUT_MS,
+};
 pub use report::{
     ConsoleEntry, HarTimings, Lcp, LongTask, NavTiming, Redirect, Report, Request, Run, RunView,
     Stats, Summary, TbtWindow, MEDIAN_RULE, SCHEMA_VERSION,
