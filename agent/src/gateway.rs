@@ -15,6 +15,9 @@ use crate::chromium::{http_get, Supervisor};
 /// Roles of mesh members by overlay address, kept current from gossip.
 pub type Roles = Arc<RwLock<HashMap<IpAddr, String>>>;
 
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest request head accepted, in bytes.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -26,7 +29,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     roles: &Roles,
     sup: &Supervisor,
 ) -> Result<()> {
-    let head = read_head(&mut client).await?;
+    // a member that connects and never finishes its request must not hold a stream forever
+    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client))
+        .await
+        .map_err(|_| anyhow!("no request head within {HEAD_TIMEOUT:?}"))??;
     let role = roles
         .read()
         .unwrap_or_else(|e| e.into_inner())

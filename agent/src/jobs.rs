@@ -18,6 +18,13 @@ use crate::page::PagePool;
 /// How long a job waits for a (re)starting browser before it is refused.
 const BROWSER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a client may take to send its job request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest job request accepted, in bytes: a spec is well under 10 KiB, and the frame limit
+/// (sized for reports with screenshots) is far too much to allocate per connection.
+const MAX_REQUEST: usize = 64 << 10;
+
 /// Where jobs run and how many at once.
 pub struct JobServer {
     browser: Arc<BrowserLink>,
@@ -100,9 +107,18 @@ impl JobServer {
         stream: S,
     ) -> Result<()> {
         let (mut rd, mut wr) = tokio::io::split(stream);
-        let len = wire::check_len(rd.read_u32().await.context("reading the job request")?)?;
-        let mut body = vec![0u8; len];
-        rd.read_exact(&mut body).await?;
+        // a client that connects and never sends its request must not hold a stream forever
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let len = wire::check_len(rd.read_u32().await.context("reading the job request")?)?;
+            if len > MAX_REQUEST {
+                anyhow::bail!("a job request of {len} bytes; the limit is {MAX_REQUEST} bytes");
+            }
+            let mut body = vec![0u8; len];
+            rd.read_exact(&mut body).await?;
+            anyhow::Ok(body)
+        })
+        .await
+        .with_context(|| format!("no job request within {REQUEST_TIMEOUT:?}"))??;
         let req: JobRequest = match wire::decode(&body) {
             Ok(r) => r,
             Err(e) => {

@@ -286,3 +286,55 @@ async fn a_hundred_jobs_with_recycling_every_twenty_all_complete() {
     assert!(max - min <= 3, "the process count grew: {counts:?}");
     sup.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_turned_away_and_real_jobs_still_run() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await.unwrap();
+    let sup = Supervisor::spawn(ChromiumConfig {
+        ..common::chromium()
+    });
+    sup.ready(Duration::from_secs(60)).await.unwrap();
+    let server = common::job_server(&sup, 1, 1, Box::new(|| {}));
+    let serve = |bytes: Vec<u8>| {
+        let server = server.clone();
+        async move {
+            let (mut client, agent_side) = tokio::io::duplex(1 << 16);
+            let s = server.clone();
+            let serving = tokio::spawn(async move { s.serve(agent_side).await });
+            client.write_all(&bytes).await.unwrap();
+            let result = tokio::time::timeout(Duration::from_secs(30), serving)
+                .await
+                .expect("the server held a hostile connection")
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = client.read_to_end(&mut answer).await;
+            (result, String::from_utf8_lossy(&answer).into_owned())
+        }
+    };
+    // says nothing at all: dropped after the request timeout
+    let silent = serve(Vec::new());
+    // announces a frame far larger than any job request
+    let huge = serve((1u32 << 24).to_be_bytes().to_vec());
+    // a frame that is not a job request
+    let mut garbage = 9u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(b"not json!");
+    let garbage = serve(garbage);
+    let ((silent, _), (huge, _), (garbage, answer)) = tokio::join!(silent, huge, garbage);
+    let e = format!("{:#}", silent.unwrap_err());
+    assert!(e.contains("no job request within"), "{e}");
+    let e = format!("{:#}", huge.unwrap_err());
+    assert!(e.contains("16777216 bytes") && e.contains("limit"), "{e}");
+    garbage.unwrap();
+    assert!(answer.contains("rejected"), "{answer}");
+    assert_eq!(server.active(), 0);
+    let mut spec = JobSpec::new(&origin.url("/index.html"));
+    spec.wait = Wait::Load;
+    let events = common::run_job(&server, &spec).await;
+    assert!(
+        matches!(events.last(), Some(JobEvent::Report { .. })),
+        "{:?}",
+        events.last()
+    );
+    sup.stop().await;
+}
