@@ -205,11 +205,15 @@ impl JobServer {
         };
         (self.on_done)();
         // open the next job's context now, before a queued job takes the slot, unless this job
-        // just sent the browser off to be recycled
-        if matches!(
-            self.browser.supervisor().state(),
-            BrowserState::Ready { .. }
-        ) {
+        // just sent the browser off to be recycled, or another job is loading a page whose
+        // timings a renderer starting up next to it would disturb
+        let alone = self.running.available_permits() + 1 == self.capacity;
+        if alone
+            && matches!(
+                self.browser.supervisor().state(),
+                BrowserState::Ready { .. }
+            )
+        {
             self.pool.refill(&cdp);
         }
         drop(permit);
