@@ -1,24 +1,45 @@
 //! Ground truth: the agent's report of the test origin site, loaded in real Chromium, against what
-//! the site is known to do. Alone in its binary, so no other browser competes for the CPU while
-//! timings are measured.
+//! the site is known to do: once with the browser connecting directly (`--allow-private`), once
+//! through the egress guard as fleet agents run (loopback allowed). Alone in its binary and one
+//! after the other, so no other browser competes for the CPU while timings are measured.
 
 mod common;
 
+use vantage_agent::egress::{Guard, Policy};
 use vantage_proto::{JobSpec, Viewport, Wait};
 use vantage_tests::origin::{Origin, Side};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn report_matches_the_origin_ground_truth() {
+async fn report_matches_the_origin_ground_truth_directly_and_through_the_guard() {
     let origin = Origin::start().await.unwrap();
+    check(&origin, None).await;
+    let guard = Guard::start(Policy {
+        allow: vec!["127.0.0.0/8".parse().unwrap()],
+    })
+    .await
+    .unwrap();
+    check(&origin, Some(guard)).await;
+}
+
+async fn check(origin: &Origin, guard: Option<Guard>) {
+    println!(
+        "--- {}",
+        if guard.is_some() {
+            "through the egress guard"
+        } else {
+            "direct"
+        }
+    );
     let truth = origin.truth().clone();
-    let (sup, cdp, version) = common::browser().await;
+    let flags = guard.iter().flat_map(Guard::chromium_flags).collect();
+    let (sup, cdp, version) = common::browser_with(flags).await;
     let mut spec = JobSpec::new(&origin.url(&truth.document_path));
     spec.viewport = Viewport {
         width: truth.viewport.0,
         height: truth.viewport.1,
     };
     spec.wait = Wait::LoadAndQuiet { quiet_ms: 1500 };
-    let report = common::load(&cdp, &version, &spec).await;
+    let report = common::load_with(&cdp, &version, &spec, guard.clone()).await;
     let run = &report.runs[0];
     assert_eq!(run.error, None, "{run:#?}");
     assert!(!run.timed_out);
@@ -94,6 +115,12 @@ async fn report_matches_the_origin_ground_truth() {
         }
     }
     assert!(report.summary.is_some());
+    if guard.is_some() {
+        // the guard, not the browser, made every connection: each address is the origin's own
+        for r in &run.requests {
+            assert_eq!(r.remote_ip.as_deref(), Some("127.0.0.1"), "{r:?}");
+        }
+    }
     sup.stop().await;
 }
 

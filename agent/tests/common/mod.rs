@@ -60,7 +60,15 @@ pub async fn run_job(server: &Arc<JobServer>, spec: &JobSpec) -> Vec<JobEvent> {
 
 /// A supervised browser that is ready, a CDP connection to it, and its version.
 pub async fn browser() -> (Supervisor, Cdp, String) {
-    let sup = Supervisor::spawn(chromium());
+    browser_with(Vec::new()).await
+}
+
+/// [`browser`], with extra Chromium flags.
+pub async fn browser_with(extra_args: Vec<String>) -> (Supervisor, Cdp, String) {
+    let sup = Supervisor::spawn(ChromiumConfig {
+        extra_args,
+        ..chromium()
+    });
     sup.ready(Duration::from_secs(60)).await.unwrap();
     let BrowserState::Ready {
         ws_url, version, ..
@@ -74,12 +82,22 @@ pub async fn browser() -> (Supervisor, Cdp, String) {
 
 /// Runs `spec` directly with the executor.
 pub async fn load(cdp: &Cdp, version: &str, spec: &JobSpec) -> Report {
+    load_with(cdp, version, spec, None).await
+}
+
+/// [`load`], through an egress guard.
+pub async fn load_with(
+    cdp: &Cdp,
+    version: &str,
+    spec: &JobSpec,
+    guard: Option<vantage_agent::egress::Guard>,
+) -> Report {
     let (tx, _rx) = mpsc::unbounded_channel();
     let ctx = RunContext {
         region: "local".into(),
         node: "test".into(),
         browser_version: version.into(),
-        guard: None,
+        guard,
     };
     execute(cdp, spec, &ctx, &PagePool::default(), &tx).await
 }
