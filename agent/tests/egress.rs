@@ -1,7 +1,8 @@
 //! The egress guard with real Chromium: the browser reaches an allowed network through it, and a
 //! loopback address outside the allowed one, the cloud metadata address and a navigation to a
 //! loopback IP literal are all refused where the connection is made, with the guard's reason in the
-//! report. The site listens on every address, so anything that got past the guard would load.
+//! report; unresolvable and refusing hosts are named as such, not as proxy failures. The site
+//! listens on every address, so anything that got past the guard would load.
 
 mod common;
 
@@ -126,6 +127,20 @@ async fn the_browser_reaches_only_what_the_guard_allows() {
     assert!(
         error.contains("blocked by the agent's egress guard")
             && error.contains("127.0.0.2 is a loopback address"),
+        "{error}"
+    );
+
+    // the browser only sees "the proxy failed"; the report still names DNS and refusals
+    let report = load(&cdp, &guard, "http://no-such-host.invalid/").await;
+    let error = report.runs[0].error.clone().unwrap_or_default();
+    assert!(error.contains("cannot resolve the host"), "{error}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let report = load(&cdp, &guard, &format!("http://127.0.0.1:{closed_port}/")).await;
+    let error = report.runs[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("cannot connect") && error.contains("refused"),
         "{error}"
     );
     sup.stop().await;
