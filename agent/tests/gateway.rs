@@ -97,6 +97,15 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
         ws.starts_with(&format!("ws://{gw_host}/devtools/browser/")),
         "{ws}"
     );
+    // /json/new opens a tab and answers with its URLs, rewritten too
+    let (status, new) = get(&controller, gw, "/json/new?about:blank").await;
+    assert!(status.contains("200"), "{status} {new}");
+    let tab: serde_json::Value = serde_json::from_str(&new).unwrap();
+    let tab_ws = tab["webSocketDebuggerUrl"].as_str().unwrap_or_default();
+    assert!(
+        tab_ws.starts_with(&format!("ws://{gw_host}/devtools/page/")),
+        "{new}"
+    );
     let (status, list) = get(&controller, gw, "/json/list").await;
     assert!(
         status.contains("200") && !list.contains("127.0.0.1:"),
