@@ -98,7 +98,23 @@ struct Shared {
     /// Jobs finished on the current browser.
     jobs: AtomicU32,
     recycle_after: u32,
+    /// Jobs using the browser right now ([`Lease`]s).
+    in_use: AtomicU32,
 }
+
+/// Held by a job while it uses the browser: a recycle waits until every lease has ended, so a
+/// job that is still loading is never killed because another one finished.
+#[derive(Debug)]
+pub struct Lease(Arc<Shared>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The longest a recycle waits for running jobs to finish.
+const RECYCLE_DRAIN_MAX: Duration = Duration::from_secs(600);
 
 enum Signal {
     Recycle,
@@ -115,6 +131,7 @@ impl Supervisor {
             state: state_tx,
             jobs: AtomicU32::new(0),
             recycle_after: cfg.recycle_after_jobs,
+            in_use: AtomicU32::new(0),
         });
         tokio::spawn(supervise(cfg, shared.clone(), rx));
         Self { state, tx, shared }
@@ -160,6 +177,12 @@ impl Supervisor {
             });
             let _ = self.tx.send(Signal::Recycle);
         }
+    }
+
+    /// Marks the browser in use until the lease is dropped.
+    pub fn lease(&self) -> Lease {
+        self.shared.in_use.fetch_add(1, Ordering::SeqCst);
+        Lease(self.shared.clone())
     }
 
     /// Kills the browser (whole process group), reaps it, and stops supervising.
@@ -589,7 +612,14 @@ async fn supervise(
         let reason = loop {
             tokio::select! {
                 s = rx.recv() => match s {
-                    Some(Signal::Recycle) => break format!("recycling after {} jobs", cfg.recycle_after_jobs),
+                    Some(Signal::Recycle) => {
+                        // the state is already `restarting`, so no new job starts meanwhile
+                        let end = Instant::now() + RECYCLE_DRAIN_MAX;
+                        while shared.in_use.load(Ordering::SeqCst) > 0 && Instant::now() < end {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        break format!("recycling after {} jobs", cfg.recycle_after_jobs);
+                    }
                     Some(Signal::Stop(done)) => {
                         kill_group(browser.pid);
                         state.send_replace(BrowserState::Failed { reason: "stopped".into() });

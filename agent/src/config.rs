@@ -235,6 +235,16 @@ impl Args {
             .collect::<Result<Vec<crate::egress::Net>, _>>()
             .context("invalid VANTAGE_ALLOW_NETS (--allow-net)")?;
         let egress = (!self.allow_private).then_some(crate::egress::Policy { allow });
+        if egress.is_some() {
+            let conflicting = self.chrome_args.iter().find(|a| {
+                crate::egress::Guard::CONFLICTING_FLAGS
+                    .iter()
+                    .any(|f| a.split('=').next() == Some(f))
+            });
+            if let Some(a) = conflicting {
+                bail!("--chrome-arg {a} would let Chromium around the egress guard; drop it, or turn the guard off with --allow-private");
+            }
+        }
         Ok(Config {
             egress,
             psk,

@@ -22,6 +22,11 @@ use tokio::net::{TcpListener, TcpStream};
 const LOG_LEN: usize = 1024;
 /// The longest the guard waits for a client's handshake, a name lookup or a connect.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connect attempt while other addresses remain to try: short enough that a dead first address
+/// (an AAAA record with no route, say) leaves time for the rest before Chromium gives up.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one direction of a spliced connection may go on after the other has finished.
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// An IP network, `10.1.0.0/16` or `fd00::/8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,21 +75,31 @@ fn prefix_eq(a: &[u8], b: &[u8], bits: usize) -> bool {
     a[..whole] == b[..whole] && (rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0)
 }
 
+/// The IPv4 address an IPv6 address stands for (mapped, IPv4-compatible, NAT64 or 6to4), so it
+/// is judged and allowed as what it reaches.
+fn unwrap_v4(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else { return ip };
+    let s = v6.segments();
+    let low = |hi: u16, lo: u16| IpAddr::V4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    match s {
+        // IPv4-compatible (deprecated, but still routed by some stacks); not :: and ::1
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => low(hi, lo),
+        // NAT64, well-known and local-use prefixes
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] => low(s[6], s[7]),
+        // 6to4 carries the IPv4 address right after the prefix
+        [0x2002, hi, lo, ..] => low(hi, lo),
+        _ => ip,
+    }
+}
+
 /// Why `ip` belongs to the agent's own networks rather than the public web, if it does.
 pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
-    match ip {
+    match unwrap_v4(ip) {
         IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            // an IPv4 address dressed as IPv6 (mapped, or NAT64) is judged as what it reaches
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
-            let s = v6.segments();
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                return forbidden_v4(Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7])));
-            }
-            forbidden_v6(v6)
-        }
+        IpAddr::V6(v6) => forbidden_v6(v6),
     }
 }
 
@@ -97,6 +112,8 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         (10, _) | (192, 168) => "a private address",
         (172, 16..=31) => "a private address",
         (100, 64..=127) => "a carrier-grade NAT address",
+        (192, 0) if ip.octets()[2] == 0 => "an IETF protocol address",
+        (198, 18..=19) => "a benchmarking address",
         (169, 254) => "a link-local address",
         (224..=239, _) => "a multicast address",
         (240..=255, _) => "a reserved address",
@@ -111,6 +128,7 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         _ if ip.is_loopback() => "a loopback address",
         _ if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) => "a cloud metadata address",
         0xfdaa => "a Fly private network (6PN) address",
+        x if x & 0xffc0 == 0xfec0 => "a site-local address",
         x if x & 0xfe00 == 0xfc00 => "a unique local address",
         x if x & 0xffc0 == 0xfe80 => "a link-local address",
         x if x & 0xff00 == 0xff00 => "a multicast address",
@@ -129,7 +147,8 @@ pub struct Policy {
 impl Policy {
     /// Why the browser may not connect to `ip`, if it may not.
     pub fn refuse(&self, ip: IpAddr) -> Option<&'static str> {
-        if self.allow.iter().any(|n| n.contains(ip)) {
+        let ip4 = unwrap_v4(ip);
+        if self.allow.iter().any(|n| n.contains(ip) || n.contains(ip4)) {
             return None;
         }
         forbidden(ip)
@@ -154,6 +173,20 @@ pub enum Refusal {
     Unresolved(String),
     /// No allowed address accepted the connection.
     Unreachable(String),
+}
+
+impl Refusal {
+    /// The error Chromium would have reported without the guard in between, so reports read
+    /// the same either way.
+    pub fn net_error(&self) -> &'static str {
+        match self {
+            Refusal::Blocked { .. } => "net::ERR_ACCESS_DENIED",
+            Refusal::Unresolved(_) => "net::ERR_NAME_NOT_RESOLVED",
+            Refusal::Unreachable(e) if e.contains("refused") => "net::ERR_CONNECTION_REFUSED",
+            Refusal::Unreachable(e) if e.contains("timed out") => "net::ERR_CONNECTION_TIMED_OUT",
+            Refusal::Unreachable(_) => "net::ERR_CONNECTION_FAILED",
+        }
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -186,9 +219,19 @@ impl Guard {
         };
         let (g, policy) = (guard.clone(), Arc::new(policy));
         tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (g, policy) = (g.clone(), policy.clone());
-                tokio::spawn(async move { g.serve(client, &policy).await });
+            loop {
+                match listener.accept().await {
+                    Ok((client, _)) => {
+                        let (g, policy) = (g.clone(), policy.clone());
+                        tokio::spawn(async move { g.serve(client, &policy).await });
+                    }
+                    // out of descriptors, most likely: the browser's next try may well succeed,
+                    // but a guard that stopped accepting would fail every page from now on
+                    Err(e) => {
+                        tracing::warn!(error = %e, "egress guard cannot accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
         });
         Ok(guard)
@@ -199,14 +242,29 @@ impl Guard {
     }
 
     /// The Chromium flags that send all of its traffic through the guard: loopback included
-    /// (Chromium would otherwise bypass a proxy for it), and no WebRTC UDP around it.
+    /// (Chromium would otherwise bypass a proxy for it), no WebRTC UDP around it, and no name
+    /// resolution of its own.
     pub fn chromium_flags(&self) -> Vec<String> {
         vec![
             format!("--proxy-server=socks5://127.0.0.1:{}", self.port),
             "--proxy-bypass-list=<-loopback>".into(),
             "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into(),
+            // names are the guard's to resolve; this stops even DNS prefetching from leaking them
+            // (the exclusion is the guard's own address, which Chromium must still reach)
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".into(),
+            "--disable-quic".into(),
         ]
     }
+
+    /// Chromium flags that would undo [`Guard::chromium_flags`].
+    pub const CONFLICTING_FLAGS: [&'static str; 6] = [
+        "--proxy-server",
+        "--no-proxy-server",
+        "--proxy-pac-url",
+        "--proxy-auto-detect",
+        "--proxy-bypass-list",
+        "--host-resolver-rules",
+    ];
 
     /// Connections asked for since `t`, oldest first.
     pub fn outcomes_since(&self, t: Instant) -> Vec<Outcome> {
@@ -223,6 +281,7 @@ impl Guard {
     }
 
     async fn serve(&self, mut client: TcpStream, policy: &Policy) {
+        let _ = client.set_nodelay(true);
         let Ok(Ok((host, port))) = tokio::time::timeout(STEP_TIMEOUT, handshake(&mut client)).await
         else {
             return;
@@ -250,9 +309,30 @@ impl Guard {
         {
             return;
         }
-        if let Ok((_, mut upstream)) = result {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        if let Ok((_, upstream)) = result {
+            splice(client, upstream).await;
         }
+    }
+}
+
+/// Copies both ways until both are done. Once one side has finished, the other gets
+/// [`HALF_CLOSE_GRACE`] to finish too: a server that never closes after the browser has gone
+/// must not hold a task and a descriptor forever.
+async fn splice(client: TcpStream, upstream: TcpStream) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut cr, &mut uw).await;
+        let _ = uw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut up => { let _ = tokio::time::timeout(HALF_CLOSE_GRACE, down).await; }
+        _ = &mut down => { let _ = tokio::time::timeout(HALF_CLOSE_GRACE, up).await; }
     }
 }
 
@@ -358,12 +438,23 @@ async fn connect(host: &str, port: u16, policy: &Policy) -> Result<(IpAddr, TcpS
     };
     let mut first_refused = None;
     let mut last_error = None;
-    for a in addrs {
-        if let Some(why) = policy.refuse(a.ip()) {
-            first_refused.get_or_insert(Refusal::Blocked { ip: a.ip(), why });
-            continue;
-        }
-        match tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(a)).await {
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match policy.refuse(a.ip()) {
+            Some(why) => {
+                first_refused.get_or_insert(Refusal::Blocked { ip: a.ip(), why });
+                false
+            }
+            None => true,
+        })
+        .collect();
+    for (i, &a) in allowed.iter().enumerate() {
+        let limit = if i + 1 < allowed.len() {
+            ATTEMPT_TIMEOUT
+        } else {
+            STEP_TIMEOUT
+        };
+        match tokio::time::timeout(limit, TcpStream::connect(a)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok((a.ip(), s));
@@ -409,6 +500,12 @@ mod tests {
             ("::ffff:10.0.0.1", "private"),
             ("64:ff9b::7f00:1", "loopback"),
             ("224.0.0.1", "multicast"),
+            ("::7f00:1", "loopback"),
+            ("2002:a00:1::1", "private"),
+            ("64:ff9b:1::a9fe:a9fe", "metadata"),
+            ("fec0::1", "site-local"),
+            ("192.0.0.8", "IETF"),
+            ("198.18.0.1", "benchmarking"),
             ("ff02::1", "multicast"),
         ] {
             let got = forbidden(ip(a)).unwrap_or_else(|| panic!("{a} was allowed"));
@@ -421,6 +518,8 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "192.0.2.1",
         ] {
             assert_eq!(forbidden(ip(a)), None, "{a}");
         }
@@ -435,6 +534,7 @@ mod tests {
             ],
         };
         assert_eq!(p.refuse(ip("127.0.0.1")), None);
+        assert_eq!(p.refuse(ip("::ffff:127.0.0.1")), None);
         assert!(p.refuse(ip("127.0.0.2")).is_some());
         assert_eq!(p.refuse(ip("fdaa:0:1::3")), None);
         assert!(p.refuse(ip("10.0.0.1")).is_some());

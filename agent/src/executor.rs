@@ -56,9 +56,13 @@ pub async fn run_job(
             View::Warm | View::Both => &[RunView::Cold, RunView::Warm],
         };
         let mut page: Option<PageCtx> = None;
+        let mut page_since = Instant::now();
         for &view in views {
             let _ = progress.send(Progress::RunStarted { index, view });
-            let started = Instant::now();
+            // a warm run reuses the cold run's connections, which the guard saw then
+            if view == RunView::Cold {
+                page_since = Instant::now();
+            }
             let run = match run_once(cdp, spec, pool, &mut page, index, view).await {
                 Ok((run, ua)) => {
                     if user_agent.is_empty() {
@@ -77,7 +81,7 @@ pub async fn run_job(
             };
             let mut run = run;
             if let Some(g) = &ctx.guard {
-                crate::egress::annotate(&mut run, &g.outcomes_since(started));
+                crate::egress::annotate(&mut run, &g.outcomes_since(page_since));
             }
             let _ = progress.send(Progress::RunFinished {
                 index,

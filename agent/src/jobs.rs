@@ -96,6 +96,11 @@ impl JobServer {
         self.pool.has_spare()
     }
 
+    /// How many cold runs have started on a context opened ahead.
+    pub fn spares_taken(&self) -> u64 {
+        self.pool.taken()
+    }
+
     /// Jobs running or waiting.
     pub fn active(&self) -> usize {
         self.admitted.load(Ordering::SeqCst)
@@ -174,11 +179,19 @@ impl JobServer {
             p = self.running.clone().acquire_owned() => p.context("job server stopped")?,
             _ = &mut gone => return Ok(()),
         };
-        let cdp = match self.browser.cdp(BROWSER_WAIT).await {
-            Ok(c) => c,
-            Err(e) => {
-                let error = format!("no browser available on this agent: {e:#}");
-                return send(&mut wr, &JobEvent::Rejected { error }).await;
+        let sup = self.browser.supervisor();
+        let (cdp, lease) = loop {
+            let cdp = match self.browser.cdp(BROWSER_WAIT).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let error = format!("no browser available on this agent: {e:#}");
+                    return send(&mut wr, &JobEvent::Rejected { error }).await;
+                }
+            };
+            // leased while still ready: a recycle decided from now on waits for this job
+            let lease = sup.lease();
+            if matches!(sup.state(), BrowserState::Ready { .. }) && !cdp.is_closed() {
+                break (cdp, lease);
             }
         };
         let mut ctx = self.ctx.clone();
@@ -203,6 +216,7 @@ impl JobServer {
                 }
             }
         };
+        drop(lease);
         (self.on_done)();
         // open the next job's context now, before a queued job takes the slot, unless this job
         // just sent the browser off to be recycled, or another job is loading a page whose
@@ -236,9 +250,17 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// How long one event may take to reach a client before it is taken to be gone.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends one event. A client that stops reading must not hold its admission slot forever.
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, e: &JobEvent) -> Result<()> {
-    w.write_all(&wire::encode(e)).await?;
-    w.flush().await?;
+    tokio::time::timeout(SEND_TIMEOUT, async {
+        w.write_all(&wire::encode(e)).await?;
+        w.flush().await
+    })
+    .await
+    .context("the client stopped reading")??;
     Ok(())
 }
 

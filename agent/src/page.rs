@@ -166,6 +166,7 @@ pub(crate) fn open(cdp: &Cdp) -> Opening {
 #[derive(Default)]
 pub struct PagePool {
     spare: Mutex<Option<(Cdp, Opening)>>,
+    taken: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PagePool {
@@ -191,9 +192,18 @@ impl PagePool {
     pub(crate) fn take(&self, cdp: &Cdp) -> Opening {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         match spare {
-            Some((c, opening)) if c.same_connection(cdp) => opening,
+            Some((c, opening)) if c.same_connection(cdp) => {
+                self.taken
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                opening
+            }
             _ => open(cdp),
         }
+    }
+
+    /// How many cold runs have started on a spare.
+    pub fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a spare is held (open or opening).

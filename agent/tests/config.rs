@@ -50,6 +50,11 @@ fn invalid_settings_are_named_with_what_is_accepted() {
         &["VANTAGE_ALLOW_NETS", "`1.2.3.4/40`"],
     );
     fails_with(
+        &["--psk", PSK, "--chrome-arg=--no-proxy-server"],
+        &[],
+        &["--no-proxy-server", "egress guard", "--allow-private"],
+    );
+    fails_with(
         &["--psk", PSK, "--capacity", "0"],
         &[],
         &["--capacity is 0", "accepted is 1"],

@@ -39,6 +39,7 @@ async fn check(origin: &Origin, guard: Option<Guard>) {
         height: truth.viewport.1,
     };
     spec.wait = Wait::LoadAndQuiet { quiet_ms: 1500 };
+    let started = std::time::Instant::now();
     let report = common::load_with(&cdp, &version, &spec, guard.clone()).await;
     let run = &report.runs[0];
     assert_eq!(run.error, None, "{run:#?}");
@@ -115,9 +116,21 @@ async fn check(origin: &Origin, guard: Option<Guard>) {
         }
     }
     assert!(report.summary.is_some());
-    if guard.is_some() {
-        // the guard, not the browser, made every connection: each address is the origin's own
+    if let Some(g) = &guard {
+        // the guard, not the browser, made every connection
+        let seen: Vec<(String, u16)> = g
+            .outcomes_since(started)
+            .into_iter()
+            .filter(|o| o.result.is_ok())
+            .map(|o| (o.host, o.port))
+            .collect();
         for r in &run.requests {
+            let e = vantage_proto::parse_http_url(&r.url).unwrap();
+            assert!(
+                seen.contains(&(e.host, e.port)),
+                "{} bypassed the guard: {seen:?}",
+                r.url
+            );
             assert_eq!(r.remote_ip.as_deref(), Some("127.0.0.1"), "{r:?}");
         }
     }
