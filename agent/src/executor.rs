@@ -154,6 +154,8 @@ async fn run_once(
         ..Run::default()
     };
     let mut fall = Waterfall::default();
+    // console errors and exceptions past the cap: (console, exceptions)
+    let mut dropped = (0u64, 0u64);
     let nav = tokio::time::timeout_at(
         deadline.into(),
         cdp.call(s, "Page.navigate", json!({ "url": spec.url })),
@@ -201,19 +203,27 @@ async fn run_once(
         match tokio::time::timeout_at(tick.into(), p.events.recv()).await {
             Ok(Some(e)) => match e.method.as_str() {
                 "Page.loadEventFired" => loaded = true,
-                "Runtime.consoleAPICalled" if e.params["type"] == "error" => {
-                    run.console_errors.push(console_entry(&e.params))
-                }
-                "Runtime.exceptionThrown" => run.exceptions.push(exception_entry(&e.params)),
-                "Log.entryAdded" if e.params["entry"]["level"] == "error" => {
-                    run.console_errors.push(ConsoleEntry {
+                "Runtime.consoleAPICalled" if e.params["type"] == "error" => keep(
+                    &mut run.console_errors,
+                    &mut dropped.0,
+                    console_entry(&e.params),
+                ),
+                "Runtime.exceptionThrown" => keep(
+                    &mut run.exceptions,
+                    &mut dropped.1,
+                    exception_entry(&e.params),
+                ),
+                "Log.entryAdded" if e.params["entry"]["level"] == "error" => keep(
+                    &mut run.console_errors,
+                    &mut dropped.0,
+                    ConsoleEntry {
                         text: e.params["entry"]["text"]
                             .as_str()
                             .unwrap_or_default()
                             .to_owned(),
                         url: e.params["entry"]["url"].as_str().map(str::to_owned),
-                    })
-                }
+                    },
+                ),
                 m if m.starts_with("Network.") => {
                     fall.on_event(m, &e.params);
                     quiet_since = Instant::now();
@@ -290,9 +300,89 @@ async fn run_once(
         run.status = status;
         run.final_url = url;
     }
+    for (n, what) in [
+        (dropped.0, "console errors"),
+        (dropped.1, "exceptions"),
+        (fall.dropped, "requests"),
+    ] {
+        if n > 0 {
+            run.omitted
+                .push(format!("{n} more {what} past the first {}", cap(what)));
+        }
+    }
     run.redirects = std::mem::take(&mut fall.redirects);
     run.requests = fall.into_requests();
     Ok((run, ua))
+}
+
+/// Console errors and exceptions kept per run, and characters kept of each.
+const MAX_ENTRIES: usize = 200;
+const MAX_TEXT: usize = 4096;
+
+fn cap(what: &str) -> usize {
+    if what == "requests" {
+        crate::waterfall::MAX_REQUESTS
+    } else {
+        MAX_ENTRIES
+    }
+}
+
+/// Keeps `e` (its text cut to [`MAX_TEXT`] characters) unless the list is full; counts it if so.
+fn keep(list: &mut Vec<ConsoleEntry>, dropped: &mut u64, mut e: ConsoleEntry) {
+    if list.len() >= MAX_ENTRIES {
+        *dropped += 1;
+        return;
+    }
+    if let Some((i, _)) = e.text.char_indices().nth(MAX_TEXT) {
+        e.text.truncate(i);
+        e.text.push('…');
+    }
+    list.push(e);
+}
+
+/// The report as a job-stream frame of at most `limit` bytes of JSON: screenshots go first,
+/// latest run first, then waterfalls, latest run first, each removal noted in its run.
+pub fn report_frame(report: Report, limit: usize) -> Vec<u8> {
+    use vantage_proto::wire::{encode, JobEvent};
+    let mut report = Box::new(report);
+    loop {
+        let event = JobEvent::Report { report };
+        let frame = encode(&event);
+        let JobEvent::Report { report: back } = event else {
+            unreachable!("built as a report above")
+        };
+        report = back;
+        if frame.len() <= limit + 4 || !shrink(&mut report) {
+            return frame;
+        }
+    }
+}
+
+/// Removes the next thing [`report_frame`] gives up; false when nothing is left to remove.
+fn shrink(report: &mut Report) -> bool {
+    const WHY: &str = "the report was over its size limit";
+    if let Some(run) = report
+        .runs
+        .iter_mut()
+        .rev()
+        .find(|r| r.screenshot_png_base64.is_some())
+    {
+        run.screenshot_png_base64 = None;
+        run.omitted.push(format!("the screenshot: {WHY}"));
+        return true;
+    }
+    if let Some(run) = report
+        .runs
+        .iter_mut()
+        .rev()
+        .find(|r| !r.requests.is_empty())
+    {
+        let n = run.requests.len();
+        run.requests.clear();
+        run.omitted.push(format!("all {n} requests: {WHY}"));
+        return true;
+    }
+    false
 }
 
 fn console_entry(p: &Value) -> ConsoleEntry {

@@ -12,7 +12,7 @@ use vantage_proto::wire::{self, JobEvent, JobRequest};
 
 use crate::chromium::BrowserLink;
 use crate::chromium::BrowserState;
-use crate::executor::{run_job, RunContext};
+use crate::executor::{report_frame, run_job, RunContext};
 use crate::page::PagePool;
 
 /// How long a job waits for a (re)starting browser before it is refused.
@@ -231,13 +231,7 @@ impl JobServer {
             self.pool.refill(&cdp);
         }
         drop(permit);
-        send(
-            &mut wr,
-            &JobEvent::Report {
-                report: Box::new(report),
-            },
-        )
-        .await
+        send_frame(&mut wr, &report_frame(report, wire::MAX_FRAME)).await
     }
 }
 
@@ -255,8 +249,12 @@ const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Sends one event. A client that stops reading must not hold its admission slot forever.
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, e: &JobEvent) -> Result<()> {
+    send_frame(w, &wire::encode(e)).await
+}
+
+async fn send_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> Result<()> {
     tokio::time::timeout(SEND_TIMEOUT, async {
-        w.write_all(&wire::encode(e)).await?;
+        w.write_all(frame).await?;
         w.flush().await
     })
     .await

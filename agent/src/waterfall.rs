@@ -18,7 +18,13 @@ pub struct Waterfall {
     document: Option<String>,
     pub redirects: Vec<Redirect>,
     pub inflight: HashSet<String>,
+    /// Requests past [`MAX_REQUESTS`], counted but not kept.
+    pub dropped: u64,
 }
+
+/// Requests kept per run: far beyond any real page, small enough that a page firing requests in
+/// a loop cannot grow the report (and the agent) without bound.
+pub const MAX_REQUESTS: usize = 2000;
 
 fn s(v: &Value, k: &str) -> String {
     v.get(k)
@@ -52,6 +58,11 @@ impl Waterfall {
                     }
                 }
                 let ty = s(p, "type");
+                if self.entries.len() >= MAX_REQUESTS && self.document.is_some() {
+                    self.dropped += 1;
+                    self.open.remove(&id);
+                    return;
+                }
                 if self.document.is_none() && ty == "Document" {
                     self.document = Some(id.clone());
                     self.base = Some(ts);

@@ -215,3 +215,62 @@ async fn cold_and_warm_views_with_screenshots_and_a_median() {
     );
     sup.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_page_yields_a_bounded_report_that_says_what_it_left_out() {
+    use vantage_tests::origin::{NOISY_ERRORS, NOISY_FETCHES, NOISY_PATH, NOISY_TEXT};
+    let origin = Origin::start().await.unwrap();
+    let (sup, cdp, version) = common::browser().await;
+    let mut spec = JobSpec::new(&origin.url(NOISY_PATH));
+    spec.wait = Wait::Load;
+    spec.timeout_ms = 60_000;
+    let report = common::load(&cdp, &version, &spec).await;
+    let run = &report.runs[0];
+    assert_eq!(run.error, None);
+    println!(
+        "noisy: {} requests, {} console errors, load {:?}, omitted {:?}",
+        run.requests.len(),
+        run.console_errors.len(),
+        run.timing.load_ms,
+        run.omitted
+    );
+    assert!(!run.timed_out, "the page's requests did not settle in time");
+    let kept = run.console_errors.len();
+    assert!(kept < NOISY_ERRORS, "{kept} console errors kept");
+    assert!(run
+        .console_errors
+        .iter()
+        .all(|e| e.text.chars().count() < NOISY_TEXT));
+    assert!(run.requests.len() < NOISY_FETCHES, "{}", run.requests.len());
+    let notes = run.omitted.join("; ");
+    // the page's own errors plus the browser's one per missing image, past the cap
+    assert!(
+        notes.contains(&format!("more console errors past the first {kept}")),
+        "{notes}"
+    );
+    assert!(notes.contains("more requests past the first"), "{notes}");
+    // the agent's frame limit leaves the report whole, and it fits a tight one by giving up
+    // its waterfall, saying so
+    let full =
+        vantage_agent::executor::report_frame(report.clone(), vantage_proto::wire::MAX_FRAME);
+    let tight = vantage_agent::executor::report_frame(report.clone(), 1_000_000);
+    assert!(
+        tight.len() <= 1_000_004 && tight.len() < full.len(),
+        "{}",
+        tight.len()
+    );
+    let back: vantage_proto::wire::JobEvent = vantage_proto::wire::decode(&tight[4..]).unwrap();
+    let vantage_proto::wire::JobEvent::Report { report: back } = back else {
+        panic!("not a report")
+    };
+    assert!(back.runs[0].requests.is_empty());
+    assert!(
+        back.runs[0]
+            .omitted
+            .iter()
+            .any(|n| n.contains("size limit")),
+        "{:?}",
+        back.runs[0].omitted
+    );
+    sup.stop().await;
+}

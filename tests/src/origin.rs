@@ -38,6 +38,12 @@ pub const NEVER_PATH: &str = "/never";
 pub const NEVER_DECLARED_BYTES: usize = 1024 * 1024;
 /// `/slow?ms=N` answers a small HTML page after N milliseconds (capped at [`SLOW_MAX`]).
 pub const SLOW_PATH: &str = "/slow";
+/// `/noisy` logs [`NOISY_ERRORS`] console errors of [`NOISY_TEXT`] characters each and loads
+/// [`NOISY_FETCHES`] missing images before its load event: more than a report keeps.
+pub const NOISY_PATH: &str = "/noisy";
+pub const NOISY_ERRORS: usize = 1000;
+pub const NOISY_TEXT: usize = 10_000;
+pub const NOISY_FETCHES: usize = 2100;
 /// The longest delay `/slow` honours, so a typo cannot hang a test for hours.
 pub const SLOW_MAX: Duration = Duration::from_secs(120);
 
@@ -669,6 +675,15 @@ impl Server {
                     }
                     None => Reply::text(400, b"want /slow?ms=N\n"),
                 }
+            }
+            (Side::Main, NOISY_PATH) => {
+                let body = format!(
+                    "<!doctype html>\n<title>noisy</title>\n<script>\n\
+                     for (let i = 0; i < {NOISY_ERRORS}; i++) console.error('x'.repeat({NOISY_TEXT}));\n\
+                     for (let i = 0; i < {NOISY_FETCHES}; i++) document.write('<img src=/nothing-here?' + i + '>');\n\
+                     </script>\n"
+                );
+                html(Duration::ZERO, Body::Full(body.into_bytes().into()))
             }
             _ => Reply::text(404, NOT_FOUND),
         }

@@ -73,6 +73,10 @@ pub struct Run {
     pub timed_out: bool,
     /// Why the run failed, if it did (DNS, refused, TLS, crash…).
     pub error: Option<String>,
+    /// What was left out to keep the report bounded (entries past a cap, a screenshot that did
+    /// not fit), each as a sentence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
