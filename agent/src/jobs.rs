@@ -195,7 +195,7 @@ impl JobServer {
             }
         };
         let mut ctx = self.ctx.clone();
-        if let BrowserState::Ready { version, .. } = self.browser.supervisor().state() {
+        if let BrowserState::Ready { version, .. } = sup.state() {
             ctx.browser_version = version;
         }
         let (ptx, mut prx) = mpsc::unbounded_channel();
@@ -222,12 +222,7 @@ impl JobServer {
         // just sent the browser off to be recycled, or another job is loading a page whose
         // timings a renderer starting up next to it would disturb
         let alone = self.running.available_permits() + 1 == self.capacity;
-        if alone
-            && matches!(
-                self.browser.supervisor().state(),
-                BrowserState::Ready { .. }
-            )
-        {
+        if alone && !cdp.is_closed() && matches!(sup.state(), BrowserState::Ready { .. }) {
             self.pool.refill(&cdp);
         }
         drop(permit);
