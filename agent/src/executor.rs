@@ -63,7 +63,7 @@ pub async fn run_job(
             if view == RunView::Cold {
                 page_since = Instant::now();
             }
-            let run = match run_once(cdp, spec, pool, &mut page, index, view).await {
+            let mut run = match run_once(cdp, spec, pool, &mut page, index, view).await {
                 Ok((run, ua)) => {
                     if user_agent.is_empty() {
                         user_agent = ua;
@@ -79,7 +79,6 @@ pub async fn run_job(
                     ..Run::default()
                 },
             };
-            let mut run = run;
             if let Some(g) = &ctx.guard {
                 crate::egress::annotate(&mut run, &g.outcomes_since(page_since));
             }
@@ -300,14 +299,14 @@ async fn run_once(
         run.status = status;
         run.final_url = url;
     }
-    for (n, what) in [
-        (dropped.0, "console errors"),
-        (dropped.1, "exceptions"),
-        (fall.dropped, "requests"),
+    for (n, what, cap) in [
+        (dropped.0, "console errors", MAX_ENTRIES),
+        (dropped.1, "exceptions", MAX_ENTRIES),
+        (fall.dropped, "requests", crate::waterfall::MAX_REQUESTS),
     ] {
         if n > 0 {
             run.omitted
-                .push(format!("{n} more {what} past the first {}", cap(what)));
+                .push(format!("{n} more {what} past the first {cap}"));
         }
     }
     run.redirects = std::mem::take(&mut fall.redirects);
@@ -318,14 +317,6 @@ async fn run_once(
 /// Console errors and exceptions kept per run, and characters kept of each.
 const MAX_ENTRIES: usize = 200;
 const MAX_TEXT: usize = 4096;
-
-fn cap(what: &str) -> usize {
-    if what == "requests" {
-        crate::waterfall::MAX_REQUESTS
-    } else {
-        MAX_ENTRIES
-    }
-}
 
 /// Keeps `e` (its text cut to [`MAX_TEXT`] characters) unless the list is full; counts it if so.
 fn keep(list: &mut Vec<ConsoleEntry>, dropped: &mut u64, mut e: ConsoleEntry) {

@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use vantage_agent::cdp::Cdp;
-use vantage_agent::chromium::{BrowserState, ChromiumConfig, Supervisor};
+use vantage_agent::chromium::{BrowserState, ChromiumConfig};
 use vantage_agent::egress::{Guard, Policy};
 use vantage_agent::executor::{run_job, RunContext};
 use vantage_agent::page::PagePool;
@@ -85,11 +83,11 @@ async fn the_browser_reaches_only_what_the_guard_allows() {
     })
     .await
     .unwrap();
-    let sup = Supervisor::spawn(ChromiumConfig {
+    let sup = common::ready(ChromiumConfig {
         extra_args: guard.chromium_flags(),
         ..common::chromium()
-    });
-    sup.ready(Duration::from_secs(60)).await.unwrap();
+    })
+    .await;
     let BrowserState::Ready { ws_url, .. } = sup.state() else {
         panic!("not ready")
     };

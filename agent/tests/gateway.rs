@@ -12,7 +12,6 @@ use std::time::Duration;
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_agent::chromium::{ChromiumConfig, Supervisor};
 use vantage_agent::gateway::{self, Roles};
 use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
 use vantage_tests::origin::Origin;
@@ -55,10 +54,7 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
         a.add_peer(b.as_peer()).await.unwrap();
         b.add_peer(a.as_peer()).await.unwrap();
     }
-    let sup = Supervisor::spawn(ChromiumConfig {
-        ..common::chromium()
-    });
-    sup.ready(Duration::from_secs(60)).await.unwrap();
+    let sup = common::ready(common::chromium()).await;
     // what gossip would have told the agent about its peers
     let roles: Roles = Arc::default();
     roles

@@ -58,6 +58,13 @@ pub async fn run_job(server: &Arc<JobServer>, spec: &JobSpec) -> Vec<JobEvent> {
     events
 }
 
+/// A supervisor for `cfg` whose browser is ready.
+pub async fn ready(cfg: ChromiumConfig) -> Supervisor {
+    let sup = Supervisor::spawn(cfg);
+    sup.ready(Duration::from_secs(60)).await.unwrap();
+    sup
+}
+
 /// A supervised browser that is ready, a CDP connection to it, and its version.
 pub async fn browser() -> (Supervisor, Cdp, String) {
     browser_with(Vec::new()).await
@@ -65,11 +72,11 @@ pub async fn browser() -> (Supervisor, Cdp, String) {
 
 /// [`browser`], with extra Chromium flags.
 pub async fn browser_with(extra_args: Vec<String>) -> (Supervisor, Cdp, String) {
-    let sup = Supervisor::spawn(ChromiumConfig {
+    let sup = ready(ChromiumConfig {
         extra_args,
         ..chromium()
-    });
-    sup.ready(Duration::from_secs(60)).await.unwrap();
+    })
+    .await;
     let BrowserState::Ready {
         ws_url, version, ..
     } = sup.state()
