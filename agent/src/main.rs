@@ -11,8 +11,8 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let socket = std::net::UdpSocket::bind(config.bind)
-        .with_context(|| format!("cannot bind underlay UDP {}", config.bind))?;
+    let socket = std::net::UdpSocket::bind(config.member.bind)
+        .with_context(|| format!("cannot bind underlay UDP {}", config.member.bind))?;
     vantage_agent::run(config, socket, shutdown_signal()).await
 }
 

@@ -5,7 +5,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vantage_agent::fly;
+use vantage_fleet::fly;
 
 /// Answers AAAA for `app.internal` with `records`, NXDOMAIN for anything else.
 async fn dns_server(records: Vec<Ipv6Addr>) -> SocketAddr {

@@ -134,9 +134,12 @@ async fn agents_converge_estimate_rtt_and_detect_a_kill() {
     mcfg.advertise = Some(adv);
     let node = Node::start(mcfg, socket).unwrap();
     let mut tags = Tags::new();
-    tags.insert(vantage_agent::TAG_KEY.into(), node.public_key().to_base64());
-    tags.insert(vantage_agent::TAG_ENDPOINT.into(), adv.to_string());
-    tags.insert(vantage_agent::TAG_REGION.into(), OBSERVER_REGION.into());
+    tags.insert(
+        vantage_fleet::tags::WG.into(),
+        node.public_key().to_base64(),
+    );
+    tags.insert(vantage_fleet::tags::EP.into(), adv.to_string());
+    tags.insert(vantage_fleet::tags::REGION.into(), OBSERVER_REGION.into());
     let transport = MeshTransport::bind(node.clone(), GOSSIP_PORT)
         .await
         .unwrap();
@@ -157,7 +160,7 @@ async fn agents_converge_estimate_rtt_and_detect_a_kill() {
             while let Some(e) = events.recv().await {
                 match e {
                     Event::Joined(m) | Event::Updated(m) if m.name != "observer" => {
-                        vantage_agent::add_member_peer(&node, &m).await
+                        vantage_fleet::add_member_peer(&node, &m).await
                     }
                     Event::Failed { name } => {
                         failed.lock().unwrap().insert(name);
@@ -169,7 +172,7 @@ async fn agents_converge_estimate_rtt_and_detect_a_kill() {
     }
     let start = Instant::now();
     loop {
-        match vantage_agent::try_join(&node, &gossip, &advertised[0].to_string(), GOSSIP_PORT).await
+        match vantage_fleet::try_join(&node, &gossip, &advertised[0].to_string(), GOSSIP_PORT).await
         {
             Ok(_) => break,
             Err(e) if start.elapsed() < Duration::from_secs(20) => {

@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 use crate::broadcast::{retransmit_limit, Broadcasts};
 use crate::config::Config;
 use crate::coordinate::{Client, Coordinate, CoordinateConfig};
+
+/// A snapshot of the Vivaldi coordinates a node knows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coordinates {
+    /// This node's own coordinate.
+    pub own: Coordinate,
+    /// The last coordinate each other member sent, by name.
+    pub members: std::collections::BTreeMap<String, Coordinate>,
+}
 use crate::health::{Awareness, Suspicion};
 use crate::member::{encode_tags, Member, State, Tags};
 use crate::rng::Rng;
@@ -300,6 +309,18 @@ impl Gossip {
 
     pub fn coordinate(&self) -> Coordinate {
         self.coord.get_coordinate()
+    }
+
+    /// This node's coordinate and the last coordinate each other member sent, by name.
+    pub fn coordinates(&self) -> Coordinates {
+        Coordinates {
+            own: self.coordinate(),
+            members: self
+                .coords
+                .iter()
+                .map(|(n, c)| (n.clone(), c.clone()))
+                .collect(),
+        }
     }
 
     /// The last coordinate `name` sent us, if any.

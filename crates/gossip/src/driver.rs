@@ -36,6 +36,7 @@ enum Input {
     UserEvent(String, Vec<u8>, oneshot::Sender<Result<u64, GossipError>>),
     Members(oneshot::Sender<Vec<Member>>),
     EstimateRtt(String, String, oneshot::Sender<Option<Duration>>),
+    Coordinates(oneshot::Sender<crate::core::Coordinates>),
     Datagram(SocketAddr, Vec<u8>),
     Incoming(SocketAddr, Vec<u8>, oneshot::Sender<Vec<u8>>),
     Reply {
@@ -129,6 +130,11 @@ impl GossipHandle {
 
     pub async fn members(&self) -> Result<Vec<Member>, DriverError> {
         self.call(Input::Members).await
+    }
+
+    /// This node's Vivaldi coordinate and the last one each other member sent.
+    pub async fn coordinates(&self) -> Result<crate::core::Coordinates, DriverError> {
+        self.call(Input::Coordinates).await
     }
 
     /// Estimated RTT between two members from their Vivaldi coordinates.
@@ -337,6 +343,9 @@ async fn run<T: Transport>(
             }
             Input::Members(reply) => {
                 let _ = reply.send(core.members().cloned().collect());
+            }
+            Input::Coordinates(reply) => {
+                let _ = reply.send(core.coordinates());
             }
             Input::EstimateRtt(a, b, reply) => {
                 let _ = reply.send(core.estimate_rtt(&a, &b));

@@ -19,7 +19,7 @@ pub mod transport;
 mod wire;
 
 pub use crate::config::{Config, Profile};
-pub use crate::core::{Event, Gossip, StreamRequest, Transmit, MAX_USER_EVENT};
+pub use crate::core::{Coordinates, Event, Gossip, StreamRequest, Transmit, MAX_USER_EVENT};
 pub use crate::driver::{spawn, DriverError, GossipHandle};
 pub use crate::member::{encode_tags, Member, State, Tags, MAX_TAGS};
 pub use crate::rng::Rng;
