@@ -4,6 +4,7 @@
 
 mod job;
 mod report;
+pub mod netpolicy;
 pub mod wire;
 
 pub use job::{
