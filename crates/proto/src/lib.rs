@@ -2,9 +2,10 @@
 //! to an agent; reports come back and are stored and rendered (JSON, CLI, HAR, HTML, dashboard).
 //! Both are versioned; a reader refuses a newer major schema with a clear error.
 
+pub mod api;
 mod job;
-mod report;
 pub mod netpolicy;
+mod report;
 pub mod wire;
 
 pub use job::{
