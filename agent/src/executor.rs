@@ -47,7 +47,23 @@ pub async fn run_job(
     pool: &PagePool,
     progress: &mpsc::UnboundedSender<Progress>,
 ) -> Report {
-    let started_unix_ms = unix_ms();
+    run_job_at(cdp, spec, ctx, pool, progress, None).await
+}
+
+/// [`run_job`], with the first navigation held until the wall-clock time `start_at_unix_ms` (a
+/// synchronized start across agents). The first browser context is opened and configured
+/// before the wait, so what starts at that time is the page load itself; the report's
+/// `started_unix_ms` is then when it did start.
+pub async fn run_job_at(
+    cdp: &Cdp,
+    spec: &JobSpec,
+    ctx: &RunContext,
+    pool: &PagePool,
+    progress: &mpsc::UnboundedSender<Progress>,
+    start_at_unix_ms: Option<u64>,
+) -> Report {
+    let mut started_unix_ms = unix_ms();
+    let mut start_at = start_at_unix_ms;
     let mut runs = Vec::new();
     let mut user_agent = String::new();
     for index in 1..=spec.runs {
@@ -63,7 +79,16 @@ pub async fn run_job(
             if view == RunView::Cold {
                 page_since = Instant::now();
             }
-            let mut run = match run_once(cdp, spec, pool, &mut page, index, view).await {
+            let mut begin = Begin {
+                at: start_at.take(),
+                unix_ms: unix_ms(),
+            };
+            let synchronized = begin.at.is_some();
+            let result = run_once(cdp, spec, pool, &mut page, index, view, &mut begin).await;
+            if synchronized {
+                started_unix_ms = begin.unix_ms;
+            }
+            let mut run = match result {
                 Ok((run, ua)) => {
                     if user_agent.is_empty() {
                         user_agent = ua;
@@ -74,7 +99,7 @@ pub async fn run_job(
                     index,
                     view: Some(view),
                     url: spec.url.clone(),
-                    started_unix_ms: unix_ms(),
+                    started_unix_ms: begin.unix_ms,
                     error: Some(format!("{e:#}")),
                     ..Run::default()
                 },
@@ -111,6 +136,24 @@ pub async fn run_job(
     }
 }
 
+/// When a run begins: held until `at` if given, and the wall-clock time it did begin.
+struct Begin {
+    at: Option<u64>,
+    unix_ms: u64,
+}
+
+/// Sleeps until the wall clock reads `at_unix_ms` (at once if it already has).
+async fn wait_until(at_unix_ms: u64) {
+    loop {
+        let now = unix_ms();
+        if now >= at_unix_ms {
+            return;
+        }
+        // the timer can wake a little early against the wall clock, so check again
+        tokio::time::sleep(Duration::from_millis(at_unix_ms - now)).await;
+    }
+}
+
 async fn run_once(
     cdp: &Cdp,
     spec: &JobSpec,
@@ -118,8 +161,10 @@ async fn run_once(
     page: &mut Option<PageCtx>,
     index: u8,
     view: RunView,
+    begin: &mut Begin,
 ) -> Result<(Run, String)> {
-    let deadline = Instant::now() + Duration::from_millis(u64::from(spec.timeout_ms));
+    let timeout = Duration::from_millis(u64::from(spec.timeout_ms));
+    let mut deadline = Instant::now() + timeout;
     if view == RunView::Cold {
         if let Some(old) = page.take() {
             old.close().await;
@@ -142,13 +187,19 @@ async fn run_once(
     let p = page
         .as_mut()
         .ok_or_else(|| anyhow!("no page for a warm run"))?;
+    if let Some(at) = begin.at {
+        wait_until(at).await;
+        // the wait is not the page's time: the load gets its whole timeout from the start
+        deadline = Instant::now() + timeout;
+    }
     while p.events.try_recv().is_ok() {}
     let s = Some(p.session.as_str());
+    begin.unix_ms = unix_ms();
     let mut run = Run {
         index,
         view: Some(view),
         url: spec.url.clone(),
-        started_unix_ms: unix_ms(),
+        started_unix_ms: begin.unix_ms,
         viewport: Some(spec.viewport),
         ..Run::default()
     };

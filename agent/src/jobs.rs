@@ -12,7 +12,7 @@ use vantage_proto::wire::{self, JobEvent, JobRequest};
 
 use crate::chromium::BrowserLink;
 use crate::chromium::BrowserState;
-use crate::executor::{report_frame, run_job, RunContext};
+use crate::executor::{report_frame, run_job_at, RunContext};
 use crate::page::PagePool;
 
 /// How long a job waits for a (re)starting browser before it is refused.
@@ -112,38 +112,16 @@ impl JobServer {
         stream: S,
     ) -> Result<()> {
         let (mut rd, mut wr) = tokio::io::split(stream);
-        // a client that connects and never sends its request must not hold a stream forever
-        let body = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let len = wire::check_len(rd.read_u32().await.context("reading the job request")?)?;
-            if len > MAX_REQUEST {
-                anyhow::bail!("a job request of {len} bytes; the limit is {MAX_REQUEST} bytes");
-            }
-            let mut body = vec![0u8; len];
-            rd.read_exact(&mut body).await?;
-            anyhow::Ok(body)
-        })
-        .await
-        .with_context(|| format!("no job request within {REQUEST_TIMEOUT:?}"))??;
+        let body = read_request(&mut rd).await?;
         let req: JobRequest = match wire::decode(&body) {
             Ok(r) => r,
-            Err(e) => {
-                return send(
-                    &mut wr,
-                    &JobEvent::Rejected {
-                        error: e.to_string(),
-                    },
-                )
-                .await
-            }
+            Err(e) => return reject(&mut wr, e.to_string()).await,
         };
         if let Err(e) = req.job.validate() {
-            return send(
-                &mut wr,
-                &JobEvent::Rejected {
-                    error: e.to_string(),
-                },
-            )
-            .await;
+            return reject(&mut wr, e.to_string()).await;
+        }
+        if let Err(e) = check_start(req.start_at_unix_ms, unix_ms()) {
+            return reject(&mut wr, e).await;
         }
         // admit atomically, or refuse: never more than capacity + queue at once
         let limit = self.capacity + self.queue;
@@ -160,15 +138,43 @@ impl JobServer {
             return send(&mut wr, &busy).await;
         };
         let _slot = Admitted(self);
-        send(
-            &mut wr,
-            &JobEvent::Queued {
-                position: ahead.saturating_sub(
-                    self.capacity - self.running.available_permits().min(self.capacity),
-                ),
-            },
-        )
-        .await?;
+        let queued = JobEvent::Queued {
+            position: ahead.saturating_sub(
+                self.capacity - self.running.available_permits().min(self.capacity),
+            ),
+        };
+        // from here on one writer owns the stream, so a heartbeat never lands inside a frame
+        let (out, frames) = mpsc::channel(8);
+        out.send(wire::encode(&queued))
+            .await
+            .expect("the writer's receiver is alive");
+        let writer = write_frames(wr, frames);
+        let job = self.run_admitted(req, rd, out);
+        tokio::pin!(writer, job);
+        tokio::select! {
+            w = &mut writer => {
+                // the writer only stops early when the client is gone; dropping the job cancels it
+                if let Err(e) = w {
+                    tracing::info!(error = %format!("{e:#}"), "client went away; job cancelled");
+                }
+                Ok(())
+            }
+            j = &mut job => {
+                j?;
+                // the final frame is queued; the writer ends once it is written
+                writer.await
+            }
+        }
+    }
+
+    /// Runs an admitted job, sending its events and final frame to `out`. Returns early when the
+    /// client hangs up.
+    async fn run_admitted<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        req: JobRequest,
+        mut rd: R,
+        out: mpsc::Sender<Vec<u8>>,
+    ) -> Result<()> {
         // the client hanging up (EOF or error on its half) cancels the job
         let gone = async move {
             let mut b = [0u8; 1];
@@ -181,11 +187,16 @@ impl JobServer {
         };
         let sup = self.browser.supervisor();
         let (cdp, lease) = loop {
-            let cdp = match self.browser.cdp(BROWSER_WAIT).await {
+            let cdp = tokio::select! {
+                c = self.browser.cdp(BROWSER_WAIT) => c,
+                _ = &mut gone => return Ok(()),
+            };
+            let cdp = match cdp {
                 Ok(c) => c,
                 Err(e) => {
                     let error = format!("no browser available on this agent: {e:#}");
-                    return send(&mut wr, &JobEvent::Rejected { error }).await;
+                    let _ = out.send(wire::encode(&JobEvent::Rejected { error })).await;
+                    return Ok(());
                 }
             };
             // leased while still ready: a recycle decided from now on waits for this job
@@ -199,14 +210,13 @@ impl JobServer {
             ctx.browser_version = version;
         }
         let (ptx, mut prx) = mpsc::unbounded_channel();
-        let job = run_job(&cdp, &req.job, &ctx, &self.pool, &ptx);
+        let job = run_job_at(&cdp, &req.job, &ctx, &self.pool, &ptx, req.start_at_unix_ms);
         tokio::pin!(job);
         let report = loop {
             tokio::select! {
                 r = &mut job => break r,
                 Some(e) = prx.recv() => {
-                    if send(&mut wr, &e).await.is_err() {
-                        tracing::info!("client went away; job cancelled");
+                    if out.send(wire::encode(&e)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -226,7 +236,75 @@ impl JobServer {
             self.pool.refill(&cdp);
         }
         drop(permit);
-        send_frame(&mut wr, &report_frame(report, wire::MAX_FRAME)).await
+        // encoding a report with screenshots takes a while: off the runtime, so the writer keeps
+        // heartbeating meanwhile
+        let frame = tokio::task::spawn_blocking(move || report_frame(report, wire::MAX_FRAME))
+            .await
+            .context("preparing the report frame")?;
+        let _ = out.send(frame).await;
+        Ok(())
+    }
+}
+
+/// Reads one job request, bounded in time and size.
+async fn read_request<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Vec<u8>> {
+    // a client that connects and never sends its request must not hold a stream forever
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let len = wire::check_len(rd.read_u32().await.context("reading the job request")?)?;
+        if len > MAX_REQUEST {
+            anyhow::bail!("a job request of {len} bytes; the limit is {MAX_REQUEST} bytes");
+        }
+        let mut body = vec![0u8; len];
+        rd.read_exact(&mut body).await?;
+        anyhow::Ok(body)
+    })
+    .await
+    .with_context(|| format!("no job request within {REQUEST_TIMEOUT:?}"))?
+}
+
+/// Answers a connection the job API will not serve (see [`crate::authority`]): its request is
+/// read, so the client is not cut off mid-write, and answered with `Rejected`.
+pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, error: String) -> Result<()> {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    read_request(&mut rd).await?;
+    reject(&mut wr, error).await
+}
+
+async fn reject<W: AsyncWrite + Unpin>(wr: &mut W, error: String) -> Result<()> {
+    send(wr, &JobEvent::Rejected { error }).await
+}
+
+/// Whether a requested start time is acceptable at `now` (both ms since the Unix epoch).
+fn check_start(start_at: Option<u64>, now: u64) -> Result<(), String> {
+    match start_at {
+        Some(at) if at > now + wire::MAX_START_AHEAD_MS => Err(format!(
+            "start_at_unix_ms {at} is {} ms ahead of this agent's clock; accepted is at most {} ms ahead (a time already past starts at once)",
+            at - now,
+            wire::MAX_START_AHEAD_MS
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `frames` as they come and a heartbeat every [`wire::HEARTBEAT_INTERVAL_MS`], until
+/// the sender is dropped and everything is written, or the client stops reading.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+) -> Result<()> {
+    let period = std::time::Duration::from_millis(wire::HEARTBEAT_INTERVAL_MS);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // after a long write, one heartbeat now rather than a burst of the missed ones
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let heartbeat = wire::encode(&JobEvent::Heartbeat);
+    loop {
+        tokio::select! {
+            f = frames.recv() => match f {
+                Some(f) => send_frame(&mut wr, &f).await?,
+                None => return Ok(()),
+            },
+            _ = beat.tick() => send_frame(&mut wr, &heartbeat).await?,
+        }
     }
 }
 
@@ -257,25 +335,58 @@ async fn send_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> Result<()
     Ok(())
 }
 
-/// Client side: submits `job` over `stream` and returns every event until the last one.
+/// Client side: submits `job` over `stream` to start at once and returns every event until the
+/// last one, heartbeats left out.
 pub async fn submit<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: S,
     job: &vantage_proto::JobSpec,
 ) -> Result<Vec<JobEvent>> {
-    stream
-        .write_all(&wire::encode(&JobRequest { job: job.clone() }))
-        .await?;
+    submit_request(stream, &JobRequest::new(job.clone())).await
+}
+
+/// [`submit`], starting the first run at `start_at_unix_ms` (see
+/// [`JobRequest::start_at_unix_ms`]).
+pub async fn submit_at<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    job: &vantage_proto::JobSpec,
+    start_at_unix_ms: u64,
+) -> Result<Vec<JobEvent>> {
+    let req = JobRequest {
+        start_at_unix_ms: Some(start_at_unix_ms),
+        ..JobRequest::new(job.clone())
+    };
+    submit_request(stream, &req).await
+}
+
+/// Sends `req` and returns every event until the last one, heartbeats left out. An agent that
+/// sends nothing for [`wire::SILENCE_LIMIT_MS`] is taken to be dead.
+pub async fn submit_request<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    req: &JobRequest,
+) -> Result<Vec<JobEvent>> {
+    stream.write_all(&wire::encode(req)).await?;
+    let silence = std::time::Duration::from_millis(wire::SILENCE_LIMIT_MS);
     let mut events = Vec::new();
     loop {
-        let len = wire::check_len(
-            stream
-                .read_u32()
-                .await
-                .context("the agent closed the job stream")?,
-        )?;
+        let len = tokio::time::timeout(silence, stream.read_u32())
+            .await
+            .with_context(|| {
+                format!(
+                    "the agent sent nothing for {} ms; taking it to be dead",
+                    wire::SILENCE_LIMIT_MS
+                )
+            })?
+            .context("the agent closed the job stream")?;
+        let len = wire::check_len(len)?;
         let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await?;
+        // a large report may take a while to arrive, but not longer than the agent's own limit
+        tokio::time::timeout(SEND_TIMEOUT, stream.read_exact(&mut body))
+            .await
+            .context("a frame from the agent stalled")??;
         let e: JobEvent = wire::decode(&body)?;
+        if matches!(e, JobEvent::Heartbeat) {
+            continue;
+        }
         let last = matches!(
             e,
             JobEvent::Report { .. } | JobEvent::Busy { .. } | JobEvent::Rejected { .. }
@@ -285,4 +396,11 @@ pub async fn submit<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(events);
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

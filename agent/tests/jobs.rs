@@ -369,3 +369,173 @@ async fn a_recycle_waits_for_the_job_still_loading() {
     }
     sup.stop().await;
 }
+
+/// Every frame of one job over an in-memory stream, with when it arrived.
+async fn frames(
+    server: &Arc<vantage_agent::jobs::JobServer>,
+    req: &vantage_proto::wire::JobRequest,
+) -> Vec<(std::time::Instant, JobEvent)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use vantage_proto::wire;
+    let (mut client, agent_side) = tokio::io::duplex(1 << 20);
+    let s = server.clone();
+    let serving = tokio::spawn(async move { s.serve(agent_side).await });
+    client.write_all(&wire::encode(req)).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let len = client.read_u32().await.unwrap();
+        let mut body = vec![0u8; wire::check_len(len).unwrap()];
+        client.read_exact(&mut body).await.unwrap();
+        let e: JobEvent = wire::decode(&body).unwrap();
+        let last = matches!(
+            e,
+            JobEvent::Report { .. } | JobEvent::Busy { .. } | JobEvent::Rejected { .. }
+        );
+        got.push((std::time::Instant::now(), e));
+        if last {
+            break;
+        }
+    }
+    serving.await.unwrap().unwrap();
+    got
+}
+
+/// The longest silence between two frames, and how many heartbeats came.
+fn longest_gap(frames: &[(std::time::Instant, JobEvent)]) -> (Duration, usize) {
+    let gap = frames
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .unwrap_or_default();
+    let beats = frames
+        .iter()
+        .filter(|(_, e)| matches!(e, JobEvent::Heartbeat))
+        .count();
+    (gap, beats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_the_stream_alive_while_queued_and_running() {
+    use vantage_proto::wire::{JobRequest, HEARTBEAT_INTERVAL_MS, SILENCE_LIMIT_MS};
+    let origin = Origin::start().await.unwrap();
+    let sup = common::ready(common::chromium()).await;
+    let server = common::job_server(&sup, 1, 1, Box::new(|| {}));
+    // a page that takes 2.5 s, with a screenshot so the report frame takes some preparing; the
+    // second job waits for the first one's slot all that time
+    let mut spec = JobSpec::new(&origin.url(&format!("{SLOW_PATH}?ms=2500")));
+    spec.wait = Wait::Load;
+    spec.screenshot = true;
+    spec.timeout_ms = 20_000;
+    let req = JobRequest::new(spec);
+    let first = frames(&server, &req);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        frames(&server, &req).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    for (which, f) in [("running", &first), ("queued, then running", &second)] {
+        assert!(
+            matches!(f[0].1, JobEvent::Queued { .. }),
+            "{which}: {:?}",
+            f[0].1
+        );
+        let Some((_, JobEvent::Report { report })) = f.last() else {
+            panic!("{which}: ended with {:?}", f.last().map(|e| &e.1))
+        };
+        assert_eq!(report.runs[0].error, None, "{which}");
+        let (gap, beats) = longest_gap(f);
+        let lasted = f.last().unwrap().0 - f[0].0;
+        println!("{which}: {beats} heartbeats over {lasted:?}, longest silence {gap:?}");
+        // the agent promises one every HEARTBEAT_INTERVAL_MS; a client gives up after
+        // SILENCE_LIMIT_MS. A second leaves room for a busy test machine and stays well inside.
+        assert!(HEARTBEAT_INTERVAL_MS < 1000 && 1000 < SILENCE_LIMIT_MS);
+        assert!(
+            gap <= Duration::from_secs(1),
+            "{which}: {gap:?} without a frame"
+        );
+        assert!(
+            lasted > Duration::from_secs(2),
+            "{which}: lasted {lasted:?}"
+        );
+        assert!(beats >= 3, "{which}: {beats} heartbeats over {lasted:?}");
+    }
+    // the queued job really waited for the first one's slot, heartbeating meanwhile
+    let first_done = first.last().unwrap().0;
+    let queued_beats = second
+        .iter()
+        .take_while(|(_, e)| !matches!(e, JobEvent::RunStarted { .. }))
+        .filter(|(t, e)| matches!(e, JobEvent::Heartbeat) && *t < first_done)
+        .count();
+    assert!(queued_beats >= 3, "{queued_beats} heartbeats while queued");
+    // the client API hides them
+    let events = common::run_job(&server, &req.job).await;
+    assert!(
+        !events.iter().any(|e| matches!(e, JobEvent::Heartbeat)),
+        "{events:?}"
+    );
+    sup.stop().await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_starts_at_its_start_time_and_one_too_far_ahead_is_refused() {
+    use vantage_proto::wire::JobRequest;
+    let origin = Origin::start().await.unwrap();
+    let sup = common::ready(common::chromium()).await;
+    let server = common::job_server(&sup, 1, 0, Box::new(|| {}));
+    let mut spec = JobSpec::new(&origin.url("/index.html"));
+    spec.wait = Wait::Load;
+    let at = unix_ms() + 1500;
+    let req = JobRequest {
+        start_at_unix_ms: Some(at),
+        ..JobRequest::new(spec.clone())
+    };
+    let f = frames(&server, &req).await;
+    let Some((_, JobEvent::Report { report })) = f.last() else {
+        panic!("ended with {:?}", f.last().map(|e| &e.1))
+    };
+    let run = &report.runs[0];
+    assert_eq!(run.error, None);
+    println!(
+        "asked for {at}; the job started at {} (+{} ms), its first run at {} (+{} ms)",
+        report.started_unix_ms,
+        report.started_unix_ms as i64 - at as i64,
+        run.started_unix_ms,
+        run.started_unix_ms as i64 - at as i64
+    );
+    // agents told the same time must start within 50 ms of each other: each within 50 ms of it
+    for (what, t) in [
+        ("report", report.started_unix_ms),
+        ("first run", run.started_unix_ms),
+    ] {
+        assert!(t >= at, "{what} started {} ms early", at - t);
+        assert!(t <= at + 50, "{what} started {} ms late", t - at);
+    }
+    // and the wait was heartbeated like the rest
+    let (gap, _) = longest_gap(&f);
+    assert!(gap <= Duration::from_secs(1), "{gap:?} without a frame");
+
+    // a start 20 s ahead is a mistake, not a plan
+    let stream = {
+        let (client, agent_side) = tokio::io::duplex(1 << 16);
+        let s = server.clone();
+        tokio::spawn(async move { s.serve(agent_side).await });
+        client
+    };
+    let events = vantage_agent::jobs::submit_at(stream, &spec, unix_ms() + 20_000)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&events[..], [JobEvent::Rejected { error }]
+            if error.contains("start_at_unix_ms") && error.contains("at most 10000 ms ahead")),
+        "{events:?}"
+    );
+    assert_eq!(server.active(), 0);
+    sup.stop().await;
+}
