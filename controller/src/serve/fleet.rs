@@ -17,8 +17,9 @@ use super::store::Store;
 
 /// How often the snapshot is refreshed without a membership event (coordinates move).
 const REFRESH: Duration = Duration::from_secs(1);
-/// How often the regions' last known positions are written to the store.
-const PERSIST_EVERY: u32 = 30;
+/// How often (in refreshes) the regions' last known positions and the members' endpoints are
+/// written to the store.
+const PERSIST_EVERY: u32 = 10;
 
 /// What the controller knows of the fleet at one moment.
 #[derive(Debug, Clone, Default)]
@@ -97,7 +98,16 @@ pub async fn spawn(
                 return;
             };
             let view = build(&member.name, members, coords, &mut region_coords);
-            if ticks % PERSIST_EVERY == 0 {
+            if ticks % PERSIST_EVERY == 1 {
+                let peers = view
+                    .members
+                    .iter()
+                    .filter(|m| m.state.is_live() && m.name != view.me)
+                    .filter_map(|m| Some((m.name.clone(), m.tags.get(tags::EP)?.clone())))
+                    .collect();
+                if let Err(e) = store.put_known_peers(peers, super::unix_ms()).await {
+                    tracing::warn!(error = %e, "cannot store the members' endpoints");
+                }
                 let rows = region_coords
                     .iter()
                     .map(|(r, c)| (r.clone(), encode_coord(c)))

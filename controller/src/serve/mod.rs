@@ -136,13 +136,24 @@ pub async fn run(
     })?;
     let store = store::Store::open(&config.db_path)
         .with_context(|| format!("cannot open the database {}", config.db_path.display()))?;
+    // rejoin the members seen in the last day, as Serf does from its snapshot
+    let mut member_config = config.member.clone();
+    for ep in store
+        .known_peers(unix_ms(), 24 * 3600 * 1000)
+        .await
+        .context("cannot read the known members")?
+    {
+        if !member_config.seeds.contains(&ep) {
+            member_config.seeds.push(ep);
+        }
+    }
     let mut own = Tags::new();
     own.insert(tags::ROLE.into(), Role::Controller.as_str().into());
     own.insert(tags::MACHINE.into(), config.member.name.clone());
     own.insert(tags::VERSION.into(), env!("CARGO_PKG_VERSION").into());
     let (member, events) =
         vantage_fleet::Membership::start(&config.member, &mut own, socket).await?;
-    let _joined = member.join_seeds(&config.member);
+    let _joined = member.join_seeds(&member_config);
     let view = fleet::spawn(member.clone(), events, store.clone()).await;
     let orch = orchestrator::Orchestrator::new(
         store,

@@ -211,6 +211,8 @@ impl Orchestrator {
                     continue;
                 }
             };
+            let settled = !status.targets.is_empty()
+                && status.targets.iter().all(|t| t.state.is_terminal());
             tracing::info!(load = %status.id, "resuming a load left in flight by the last run");
             let id = status.id.clone();
             self.inner
@@ -220,7 +222,11 @@ impl Orchestrator {
                 .insert(id.clone(), new_live(status.clone()));
             self.inner.store.put_load(&status).await?;
             let me = self.clone();
-            tokio::spawn(async move { me.run_load(id, v, None).await });
+            if settled {
+                tokio::spawn(async move { me.finish(&id, None).await });
+            } else {
+                tokio::spawn(async move { me.run_load(id, v, None).await });
+            }
         }
         Ok(n)
     }
@@ -506,9 +512,16 @@ impl Orchestrator {
     }
 
     /// The first agent of the plan's first region with a slot this controller has not filled.
-    /// Later regions in the plan are fallbacks: a busy region waits rather than moving.
+    /// Later regions in the plan are fallbacks: a busy region waits rather than moving. Only
+    /// this controller's own count is used: an agent's `jobs` tag lags by a gossip round.
     fn free_agent(&self, p: &Plan) -> Option<String> {
-        let snap = self.snapshot();
+        let mut snap = self.fleet().placement.clone();
+        {
+            let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            for a in &mut snap.agents {
+                a.active = slots.get(&a.name).copied().unwrap_or(0);
+            }
+        }
         let first_region = snap
             .agents
             .iter()

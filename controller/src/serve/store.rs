@@ -41,6 +41,12 @@ const MIGRATIONS: &[&str] = &[
         coord TEXT NOT NULL,
         updated_ms INTEGER NOT NULL
     );",
+    // 3: members' underlay endpoints, rejoined after a restart (like Serf's snapshot)
+    "CREATE TABLE known_peers (
+        name TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +238,36 @@ impl Store {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Remembers members' underlay endpoints (name, `host:port`).
+    pub async fn put_known_peers(&self, peers: Vec<(String, String)>, now_ms: u64) -> Result<()> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            for (name, ep) in &peers {
+                tx.execute(
+                    "INSERT INTO known_peers (name, endpoint, updated_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET endpoint = ?2, updated_ms = ?3",
+                    params![name, ep, now_ms as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Endpoints of members seen in the last `max_age_ms`, newest first.
+    pub async fn known_peers(&self, now_ms: u64, max_age_ms: u64) -> Result<Vec<String>> {
+        self.call(move |c| {
+            let mut q = c.prepare(
+                "SELECT endpoint FROM known_peers WHERE updated_ms >= ?1 ORDER BY updated_ms DESC LIMIT 64",
+            )?;
+            let since = now_ms.saturating_sub(max_age_ms) as i64;
+            let rows = q.query_map([since], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
