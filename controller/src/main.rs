@@ -1,64 +1,42 @@
-//! `vantage`: the user's binary. Today it manages keys; `load`, `serve` and `demo` come with
-//! their issues.
+//! `vantage`: the user's binary. Parses the command line, sets up logging and hands over to
+//! [`vantage::cli::run`]; the exit code comes from the error (see `vantage::cli` and
+//! `vantage --help`):
+//!
+//! - 0 ok; 1 `serve` stopped with an error;
+//! - 2 usage: bad flags, or the controller refused the request (400, 401, 404, 413);
+//! - 3 no eligible agent (503 `no_agent`, or a load that failed with `no_agent`);
+//! - 4 the page failed (every run of a region failed, or failure `page`/`rejected`);
+//! - 5 the controller or the network failed (5xx, 429, unreachable, `agent_lost`,
+//!   `controller_restart`, `internal`).
 
-use std::io::Read;
+use std::io::IsTerminal;
+use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use vantage_mesh::{OverlayPrefix, PresharedKey, PrivateKey, PublicKey};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vantage::cli::{self, Cli};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "vantage",
-    version,
-    about = "Load a page from anywhere and read how it loaded and why"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Print a new WireGuard private key (like `wg genkey`).
-    Genkey,
-    /// Read a private key on stdin and print its public key (like `wg pubkey`).
-    Pubkey,
-    /// Print a new cluster pre-shared key for VANTAGE_MESH_PSK (like `wg genpsk`).
-    Genpsk,
-    /// Print the overlay address of a node, given the cluster PSK and the node's public key.
-    Addr {
-        /// Cluster pre-shared key (base64).
-        #[arg(long, env = "VANTAGE_MESH_PSK", hide_env_values = true)]
-        psk: String,
-        /// The node's public key (base64).
-        public_key: String,
-    },
-}
-
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Genkey => println!(
-            "{}",
-            PrivateKey::generate(&mut rand_core::OsRng).to_base64()
-        ),
-        Cmd::Pubkey => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("cannot read the private key from stdin")?;
-            let key: PrivateKey = s.parse().context("stdin does not hold a private key")?;
-            println!("{}", key.public_key());
-        }
-        Cmd::Genpsk => println!(
-            "{}",
-            PresharedKey::generate(&mut rand_core::OsRng).to_base64()
-        ),
-        Cmd::Addr { psk, public_key } => {
-            let psk: PresharedKey = psk.parse().context("invalid --psk")?;
-            let key: PublicKey = public_key.parse().context("invalid public key")?;
-            println!("{}", OverlayPrefix::from_psk(&psk).address_of(&key));
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.cmd.default_log_level());
+    match cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
-    Ok(())
+}
+
+/// Logs on stderr (stdout is the command's output), coloured only for a terminal, `RUST_LOG`
+/// over the command's default level.
+fn init_tracing(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,0 +1,537 @@
+//! What the CLI prints: pure functions from the API's types to text, so they are tested without a
+//! controller. Tables carry no ANSI styling (comfy-table is built without it), so they read the
+//! same in a terminal, a pipe or a file.
+
+use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
+use vantage_proto::api::{
+    Attempt, AttemptOutcome, LoadStatus, MemberInfo, RegionInfo, ReportSummary, StoredReport,
+};
+use vantage_proto::{Report, Run, RunView};
+
+use super::error::failure_kind_name;
+
+/// Shown where a value is unknown.
+pub const UNKNOWN: &str = "—";
+
+/// The run a report's numbers are read from: the summary's median run, else the first run.
+pub fn median_run(report: &Report) -> Option<&Run> {
+    report
+        .summary
+        .as_ref()
+        .and_then(|s| report.runs.get(s.median_run))
+        .or_else(|| report.runs.first())
+}
+
+/// True when the report has runs and every one of them failed.
+pub fn every_run_failed(report: &Report) -> bool {
+    !report.runs.is_empty() && report.runs.iter().all(|r| r.error.is_some())
+}
+
+/// The load time a row is compared by: only a median run that loaded without error counts.
+fn comparable_load_ms(report: &StoredReport) -> Option<f64> {
+    median_run(&report.report)
+        .filter(|r| r.error.is_none())
+        .and_then(|r| r.timing.load_ms)
+}
+
+/// One row per region: agent, TTFB, estimated RTT beside it, FCP, LCP, CLS, TBT, load, requests,
+/// bytes and the load time's distance to the best region.
+pub fn reports_table(reports: &[StoredReport]) -> String {
+    let best = reports
+        .iter()
+        .filter_map(comparable_load_ms)
+        .min_by(f64::total_cmp);
+    let mut table = boxed_table();
+    table.set_header(vec![
+        "region", "agent", "TTFB", "est. RTT", "FCP", "LCP", "CLS", "TBT", "load", "requests",
+        "bytes", "vs best",
+    ]);
+    for r in reports {
+        table.add_row(report_row(r, best));
+    }
+    right_align(&mut table, 2..12);
+    table.to_string()
+}
+
+fn report_row(r: &StoredReport, best: Option<f64>) -> Vec<Cell> {
+    let region = if r.agent_region.is_empty() || r.agent_region == r.region {
+        r.region.clone()
+    } else {
+        format!("{} (ran in {})", r.region, r.agent_region)
+    };
+    let rtt = r.estimated_rtt_ms.map(fmt_ms);
+    let mut cells = vec![Cell::new(region), Cell::new(&r.agent)];
+    let Some(run) = median_run(&r.report) else {
+        cells.push(Cell::new("no runs"));
+        cells.push(Cell::new(rtt.as_deref().unwrap_or(UNKNOWN)));
+        cells.extend((0..8).map(|_| Cell::new(UNKNOWN)));
+        return cells;
+    };
+    let failed = run.error.is_some();
+    let opt = |v: Option<f64>| v.map(fmt_ms).unwrap_or_else(|| UNKNOWN.into());
+    let bytes: u64 = run.requests.iter().map(|q| q.encoded_bytes).sum();
+    let delta = match (comparable_load_ms(r), best) {
+        _ if failed => "failed".to_owned(),
+        (Some(load), Some(best)) => fmt_delta(load - best),
+        _ => UNKNOWN.to_owned(),
+    };
+    let ttfb = if failed && run.timing.response_start_ms == 0.0 {
+        UNKNOWN.to_owned()
+    } else {
+        fmt_ms(run.timing.response_start_ms)
+    };
+    cells.extend([
+        Cell::new(ttfb),
+        Cell::new(rtt.as_deref().unwrap_or(UNKNOWN)),
+        Cell::new(opt(run.first_contentful_paint_ms)),
+        Cell::new(opt(run.lcp.as_ref().map(|l| l.time_ms))),
+        Cell::new(format!("{:.3}", run.cls)),
+        Cell::new(fmt_ms(run.tbt.ms)),
+        Cell::new(opt(run.timing.load_ms)),
+        Cell::new(run.requests.len()),
+        Cell::new(fmt_bytes(bytes)),
+        Cell::new(delta),
+    ]);
+    cells
+}
+
+/// What happened besides the numbers: fallback notes, attempts that did not end in a report,
+/// failed regions, the load's own failure and every run error.
+pub fn load_notes(status: &LoadStatus) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &status.targets {
+        if let Some(note) = &t.note {
+            out.push(format!("{}: {note}", t.region));
+        }
+        out.extend(attempt_notes(&t.region, &t.attempts));
+        if let Some(f) = &t.failure {
+            out.push(format!(
+                "{}: failed ({}): {}",
+                t.region,
+                failure_kind_name(f.kind),
+                f.message
+            ));
+        }
+    }
+    if let Some(f) = &status.failure {
+        out.push(format!(
+            "load failed ({}): {}",
+            failure_kind_name(f.kind),
+            f.message
+        ));
+    }
+    for r in &status.reports {
+        out.extend(run_notes(&r.region, &r.report));
+    }
+    out
+}
+
+/// The notes of one stored report: why it ran elsewhere, failed attempts, run errors.
+pub fn report_notes(r: &StoredReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(note) = &r.note {
+        out.push(format!("{}: {note}", r.region));
+    }
+    out.extend(attempt_notes(&r.region, &r.attempts));
+    out.extend(run_notes(&r.region, &r.report));
+    out
+}
+
+/// `sin: attempt 1 on sin-1 agent_lost: the job stream was silent for 3 s`, for every attempt
+/// that ended without a report.
+fn attempt_notes<'a>(
+    region: &'a str,
+    attempts: &'a [Attempt],
+) -> impl Iterator<Item = String> + 'a {
+    attempts.iter().filter_map(move |a| {
+        let outcome = a.outcome?;
+        if outcome == AttemptOutcome::Report {
+            return None;
+        }
+        let detail = a
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        Some(format!(
+            "{region}: attempt {} on {} {}{detail}",
+            a.number,
+            a.agent,
+            outcome_name(outcome)
+        ))
+    })
+}
+
+/// Run errors, time-outs and omissions, one line each.
+fn run_notes(region: &str, report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for run in &report.runs {
+        let which = run_name(run);
+        if let Some(e) = &run.error {
+            out.push(format!("{region}: {which} failed: {e}"));
+        }
+        if let Some(e) = &run.certificate_error {
+            out.push(format!("{region}: {which} certificate error: {e}"));
+        }
+        if run.timed_out {
+            out.push(format!(
+                "{region}: {which} timed out; its numbers are partial"
+            ));
+        }
+        for o in &run.omitted {
+            out.push(format!("{region}: {which}: {o}"));
+        }
+    }
+    out
+}
+
+/// `run 2` or `run 2 (warm)`.
+fn run_name(run: &Run) -> String {
+    match run.view {
+        Some(RunView::Warm) => format!("run {} (warm)", run.index),
+        _ => format!("run {}", run.index),
+    }
+}
+
+pub fn outcome_name(o: AttemptOutcome) -> &'static str {
+    match o {
+        AttemptOutcome::Report => "report",
+        AttemptOutcome::ConnectFailed => "connect_failed",
+        AttemptOutcome::AgentLost => "agent_lost",
+        AttemptOutcome::Busy => "busy",
+        AttemptOutcome::Rejected => "rejected",
+        AttemptOutcome::ControllerRestart => "controller_restart",
+    }
+}
+
+/// Like `serf members`: name, address, state, then what placement reads from the tags.
+pub fn members_table(members: &[MemberInfo]) -> String {
+    let mut table = plain_table();
+    table.set_header(vec![
+        "name", "address", "state", "region", "role", "browser", "jobs", "est. RTT",
+    ]);
+    for m in members {
+        let tag = |k: &str| m.tags.get(k).cloned().unwrap_or_else(|| UNKNOWN.into());
+        table.add_row(vec![
+            m.name.clone(),
+            m.addr.clone(),
+            m.state.clone(),
+            tag(vantage_fleet::tags::REGION),
+            tag(vantage_fleet::tags::ROLE),
+            tag(vantage_fleet::tags::BROWSER),
+            tag(vantage_fleet::tags::JOBS),
+            m.rtt_ms
+                .map(|r| format!("{r:.1} ms"))
+                .unwrap_or_else(|| UNKNOWN.into()),
+        ]);
+    }
+    right_align(&mut table, 7..8);
+    table.to_string()
+}
+
+/// `GET /api/reports`, newest first.
+pub fn report_list_table(rows: &[ReportSummary]) -> String {
+    let mut table = plain_table();
+    table.set_header(vec![
+        "id",
+        "started (UTC)",
+        "region",
+        "agent",
+        "status",
+        "TTFB",
+        "load",
+        "url",
+    ]);
+    for r in rows {
+        let opt = |v: Option<f64>| v.map(fmt_ms).unwrap_or_else(|| UNKNOWN.into());
+        table.add_row(vec![
+            r.id.to_string(),
+            fmt_unix_ms(r.started_unix_ms),
+            r.region.clone(),
+            r.agent.clone(),
+            r.status.to_string(),
+            opt(r.ttfb_ms),
+            opt(r.load_ms),
+            r.url.clone(),
+        ]);
+    }
+    right_align(&mut table, 5..7);
+    table.to_string()
+}
+
+/// `GET /api/regions`.
+pub fn regions_table(rows: &[RegionInfo]) -> String {
+    let mut table = plain_table();
+    table.set_header(vec!["region", "healthy agents", "agents"]);
+    for r in rows {
+        table.add_row(vec![
+            r.region.clone(),
+            r.healthy_agents.to_string(),
+            r.agents.to_string(),
+        ]);
+    }
+    right_align(&mut table, 1..3);
+    table.to_string()
+}
+
+fn boxed_table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    t
+}
+
+/// Whitespace-separated columns, like Serf's and easy to `awk`.
+fn plain_table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    t
+}
+
+fn right_align(table: &mut Table, columns: std::ops::Range<usize>) {
+    for i in columns {
+        if let Some(c) = table.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// Whole milliseconds, except under 10 ms where the tenth matters.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms.abs() < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// `best` for the fastest row, `+123 ms` for the others.
+pub fn fmt_delta(delta_ms: f64) -> String {
+    if delta_ms < 0.5 {
+        "best".into()
+    } else {
+        format!("+{delta_ms:.0} ms")
+    }
+}
+
+/// Binary units, stated as such (`KiB`), since "KB" means either.
+pub fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `2024-05-01 12:34:56` in UTC, without a date library: days to civil date (H. Hinnant).
+pub fn fmt_unix_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_proto::JobSpec;
+    use vantage_proto::{Lcp, NavTiming, Request, Summary, TbtWindow};
+
+    fn run(load: f64, ttfb: f64, error: Option<&str>) -> Run {
+        Run {
+            index: 1,
+            view: Some(RunView::Cold),
+            status: 200,
+            timing: NavTiming {
+                response_start_ms: ttfb,
+                load_ms: Some(load),
+                ..NavTiming::default()
+            },
+            first_contentful_paint_ms: Some(ttfb + 100.0),
+            lcp: Some(Lcp {
+                time_ms: ttfb + 200.0,
+                element: "img#hero".into(),
+                url: None,
+                size: 1.0,
+            }),
+            cls: 0.12345,
+            tbt: TbtWindow {
+                ms: 55.0,
+                from_ms: 0.0,
+                to_ms: 0.0,
+            },
+            requests: vec![
+                Request {
+                    encoded_bytes: 1024,
+                    ..Request::default()
+                },
+                Request {
+                    encoded_bytes: 1536,
+                    ..Request::default()
+                },
+            ],
+            error: error.map(Into::into),
+            ..Run::default()
+        }
+    }
+
+    fn stored(region: &str, runs: Vec<Run>, rtt: Option<f64>) -> StoredReport {
+        let summary = Summary::from_runs(&runs);
+        StoredReport {
+            id: 1,
+            load_id: "l1".into(),
+            region: region.into(),
+            agent: format!("{region}-1"),
+            agent_region: region.into(),
+            attempts: vec![],
+            note: None,
+            estimated_rtt_ms: rtt,
+            report: Report {
+                schema: 1,
+                job: JobSpec::new("https://example.com/"),
+                started_unix_ms: 0,
+                region: region.into(),
+                node: format!("{region}-1"),
+                browser_version: String::new(),
+                user_agent: String::new(),
+                runs,
+                summary,
+            },
+        }
+    }
+
+    /// The cells of the row that starts with `region`.
+    fn row<'a>(table: &'a str, region: &str) -> Vec<&'a str> {
+        let line = table
+            .lines()
+            .find(|l| l.trim_start_matches('│').trim_start().starts_with(region))
+            .unwrap_or_else(|| panic!("no row {region} in\n{table}"));
+        line.split(['│', '┆'])
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn best_region_and_deltas() {
+        let reports = vec![
+            stored("sin", vec![run(900.0, 300.0, None)], Some(162.4)),
+            stored("ams", vec![run(600.0, 50.0, None)], None),
+            stored("iad", vec![run(723.4, 80.0, None)], Some(80.0)),
+        ];
+        let t = reports_table(&reports);
+        let sin = row(&t, "sin");
+        assert_eq!(sin[0], "sin");
+        assert_eq!(sin[1], "sin-1");
+        assert_eq!(sin[2], "300 ms", "TTFB is response_start_ms");
+        assert_eq!(sin[3], "162 ms", "the RTT sits beside the TTFB");
+        assert_eq!(sin[6], "0.123", "CLS with 3 decimals");
+        assert_eq!(sin[7], "55 ms");
+        assert_eq!(sin[8], "900 ms");
+        assert_eq!(sin[9], "2");
+        assert_eq!(
+            sin[10], "2.5 KiB",
+            "bytes are the median run's encoded bytes"
+        );
+        assert_eq!(sin[11], "+300 ms");
+        let ams = row(&t, "ams");
+        assert_eq!(ams[3], UNKNOWN, "an unknown RTT is a dash");
+        assert_eq!(ams[11], "best");
+        assert_eq!(row(&t, "iad")[11], "+123 ms");
+    }
+
+    #[test]
+    fn median_run_is_used_and_failures_are_not_best() {
+        let runs = vec![
+            run(900.0, 10.0, None),
+            run(500.0, 20.0, None),
+            run(700.0, 30.0, None),
+        ];
+        let ok = stored("sin", runs, None);
+        assert_eq!(median_run(&ok.report).unwrap().timing.load_ms, Some(700.0));
+        let mut broken = stored(
+            "ams",
+            vec![run(100.0, 0.0, Some("net::ERR_NAME_NOT_RESOLVED"))],
+            None,
+        );
+        broken.report.summary = None;
+        assert!(every_run_failed(&broken.report));
+        let t = reports_table(&[ok, broken.clone()]);
+        assert_eq!(row(&t, "sin")[8], "700 ms");
+        assert_eq!(
+            row(&t, "sin")[11],
+            "best",
+            "a failed region is never the best"
+        );
+        assert_eq!(row(&t, "ams")[11], "failed");
+        assert_eq!(
+            report_notes(&broken),
+            vec!["ams: run 1 failed: net::ERR_NAME_NOT_RESOLVED".to_owned()]
+        );
+    }
+
+    #[test]
+    fn notes_name_failed_attempts() {
+        let mut r = stored("sin", vec![run(500.0, 20.0, None)], None);
+        r.note = Some("no healthy agent in sin; ran in ams".into());
+        r.attempts = vec![
+            Attempt {
+                number: 1,
+                agent: "sin-1".into(),
+                region: "sin".into(),
+                dispatched_unix_ms: 0,
+                ended_unix_ms: Some(1),
+                outcome: Some(AttemptOutcome::AgentLost),
+                detail: Some("the job stream was silent for 3 s".into()),
+            },
+            Attempt {
+                number: 2,
+                agent: "sin-2".into(),
+                region: "sin".into(),
+                dispatched_unix_ms: 0,
+                ended_unix_ms: Some(1),
+                outcome: Some(AttemptOutcome::Report),
+                detail: None,
+            },
+        ];
+        assert_eq!(
+            report_notes(&r),
+            vec![
+                "sin: no healthy agent in sin; ran in ams".to_owned(),
+                "sin: attempt 1 on sin-1 agent_lost: the job stream was silent for 3 s".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_bytes(512), "512 B");
+        assert_eq!(fmt_bytes(1_572_864), "1.5 MiB");
+        assert_eq!(fmt_ms(3.24), "3.2 ms");
+        assert_eq!(fmt_ms(151.1), "151 ms");
+        assert_eq!(fmt_delta(0.0), "best");
+        assert_eq!(fmt_delta(123.4), "+123 ms");
+        assert_eq!(fmt_unix_ms(0), "1970-01-01 00:00:00");
+        assert_eq!(fmt_unix_ms(1_709_251_199_000), "2024-02-29 23:59:59");
+    }
+}
