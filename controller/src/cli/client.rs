@@ -123,13 +123,18 @@ impl Client {
     }
 
     fn network_error(&self, e: &reqwest::Error) -> CliError {
-        // reqwest's Display is terse ("error sending request"); the source says why
-        let mut why = e.to_string();
+        // reqwest's own words repeat the URL; its sources say why ("Connection refused")
+        let mut why: Vec<String> = Vec::new();
         let mut src = std::error::Error::source(e);
         while let Some(s) = src {
-            why = format!("{why}: {s}");
+            why.push(s.to_string());
             src = s.source();
         }
+        let why = if why.is_empty() {
+            e.to_string()
+        } else {
+            why.join(": ")
+        };
         if e.is_timeout() {
             CliError::Server(format!(
                 "the controller at {} did not answer in time: {why}",

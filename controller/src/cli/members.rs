@@ -24,7 +24,7 @@ pub async fn members(client: &Client, args: &MembersArgs) -> Result<(), CliError
     if args.json {
         return print_json(&rows);
     }
-    print!("{}", with_newline(members_table(&rows)));
+    print!("{}", members_table(&rows));
     Ok(())
 }
 
@@ -51,7 +51,7 @@ pub async fn regions(client: &Client, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(&rows);
     }
-    print!("{}", with_newline(regions_table(&rows)));
+    print!("{}", regions_table(&rows));
     Ok(())
 }
 
@@ -60,13 +60,6 @@ pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliErro
         .map_err(|e| CliError::Server(format!("cannot print JSON: {e}")))?;
     println!("{text}");
     Ok(())
-}
-
-fn with_newline(mut s: String) -> String {
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    s
 }
 
 #[cfg(test)]

@@ -162,7 +162,10 @@ impl Bars {
     pub fn new(runs: u32) -> Bars {
         let multi = MultiProgress::new();
         let header = multi.add(ProgressBar::new_spinner());
-        header.set_style(spinner_style());
+        header.set_style(
+            ProgressStyle::with_template("{spinner} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         header.set_message("submitting");
         header.enable_steady_tick(Duration::from_millis(120));
         Bars {

@@ -53,7 +53,7 @@ pub async fn run(client: &Client, cmd: &ReportsCmd) -> Result<(), CliError> {
             if *json {
                 return print_json(&rows);
             }
-            println!("{}", report_list_table(&rows).trim_end());
+            print!("{}", report_list_table(&rows));
             Ok(())
         }
         ReportsCmd::Show { id, json } => {

@@ -67,21 +67,23 @@ fn report_row(r: &StoredReport, best: Option<f64>) -> Vec<Cell> {
         cells.extend((0..8).map(|_| Cell::new(UNKNOWN)));
         return cells;
     };
-    let failed = run.error.is_some();
+    if run.error.is_some() {
+        // a failed run's timings describe how far it got, not the page: keep them out of a
+        // comparison and let the notes say what happened
+        cells.push(Cell::new(UNKNOWN));
+        cells.push(Cell::new(rtt.as_deref().unwrap_or(UNKNOWN)));
+        cells.extend((0..7).map(|_| Cell::new(UNKNOWN)));
+        cells.push(Cell::new("failed"));
+        return cells;
+    }
     let opt = |v: Option<f64>| v.map(fmt_ms).unwrap_or_else(|| UNKNOWN.into());
     let bytes: u64 = run.requests.iter().map(|q| q.encoded_bytes).sum();
     let delta = match (comparable_load_ms(r), best) {
-        _ if failed => "failed".to_owned(),
         (Some(load), Some(best)) => fmt_delta(load - best),
         _ => UNKNOWN.to_owned(),
     };
-    let ttfb = if failed && run.timing.response_start_ms == 0.0 {
-        UNKNOWN.to_owned()
-    } else {
-        fmt_ms(run.timing.response_start_ms)
-    };
     cells.extend([
-        Cell::new(ttfb),
+        Cell::new(fmt_ms(run.timing.response_start_ms)),
         Cell::new(rtt.as_deref().unwrap_or(UNKNOWN)),
         Cell::new(opt(run.first_contentful_paint_ms)),
         Cell::new(opt(run.lcp.as_ref().map(|l| l.time_ms))),
@@ -226,7 +228,7 @@ pub fn members_table(members: &[MemberInfo]) -> String {
         ]);
     }
     right_align(&mut table, 7..8);
-    table.to_string()
+    plain_text(&table)
 }
 
 /// `GET /api/reports`, newest first.
@@ -256,7 +258,7 @@ pub fn report_list_table(rows: &[ReportSummary]) -> String {
         ]);
     }
     right_align(&mut table, 5..7);
-    table.to_string()
+    plain_text(&table)
 }
 
 /// `GET /api/regions`.
@@ -271,7 +273,7 @@ pub fn regions_table(rows: &[RegionInfo]) -> String {
         ]);
     }
     right_align(&mut table, 1..3);
-    table.to_string()
+    plain_text(&table)
 }
 
 fn boxed_table() -> Table {
@@ -287,6 +289,17 @@ fn plain_table() -> Table {
     t.load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled);
     t
+}
+
+/// A plain table without the cell padding at the line ends (one space before the first column,
+/// trailing spaces after the last), so lines start at the margin like `serf members`.
+fn plain_text(table: &Table) -> String {
+    let mut out = String::new();
+    for line in table.lines() {
+        out.push_str(line.strip_prefix(' ').unwrap_or(&line).trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn right_align(table: &mut Table, columns: std::ops::Range<usize>) {
@@ -519,6 +532,40 @@ mod tests {
             vec![
                 "sin: no healthy agent in sin; ran in ams".to_owned(),
                 "sin: attempt 1 on sin-1 agent_lost: the job stream was silent for 3 s".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn members_like_serf() {
+        let m = MemberInfo {
+            name: "sin-1".into(),
+            addr: "[fd00::1]:7946".into(),
+            state: "alive".into(),
+            tags: [("region", "sin"), ("role", "agent"), ("jobs", "0/2")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            coordinate: None,
+            rtt_ms: Some(162.42),
+        };
+        let t = members_table(&[m]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("name "), "{t}");
+        assert!(lines.iter().all(|l| l == &l.trim_end()), "{t}");
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "sin-1",
+                "[fd00::1]:7946",
+                "alive",
+                "sin",
+                "agent",
+                UNKNOWN,
+                "0/2",
+                "162.4",
+                "ms"
             ]
         );
     }
