@@ -144,7 +144,10 @@ impl Orchestrator {
         let plans = match self.plan(&v.from, v.request.strict, &BTreeSet::new()) {
             Ok(p) => p,
             // right after a restart the view is still filling: accept and let the load wait
-            Err(_) if self.warming_up() => Vec::new(),
+            // (regions are known from the store, so a typo is still refused at once)
+            Err(e) if self.warming_up() && !matches!(e, PlaceError::UnknownRegion { .. }) => {
+                Vec::new()
+            }
             Err(e) => return Err(e.into()),
         };
         let id = new_id();
