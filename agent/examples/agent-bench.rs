@@ -117,6 +117,9 @@ async fn main() -> Result<()> {
         .port();
     let health = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let data = std::env::temp_dir().join(format!("vantage-agent-bench-{}", std::process::id()));
+    let mut k = [12u8; 32];
+    k[0] &= 248;
+    let key = PrivateKey::from_bytes(k);
     let child = Command::new(agent_binary()?)
         .args([
             "--psk",
@@ -129,6 +132,8 @@ async fn main() -> Result<()> {
             "local",
         ])
         .args(["--health-addr", &health.to_string(), "--capacity", "1"])
+        // this process submits the jobs, as a controller would
+        .args(["--controller-keys", &key.public_key().to_base64()])
         // the test site is on loopback: allow it through the egress guard, which stays on, so the
         // figures include the guard as a fleet agent runs it
         .args(["--allow-net", "127.0.0.0/8"])
@@ -155,12 +160,7 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(pid);
 
-    let mut k = [12u8; 32];
-    k[0] &= 248;
-    let me = Node::bind(
-        NodeConfig::new(PrivateKey::from_bytes(k), psk),
-        "127.0.0.1:0".parse()?,
-    )?;
+    let me = Node::bind(NodeConfig::new(key, psk), "127.0.0.1:0".parse()?)?;
     let agent_addr = format!("127.0.0.1:{port}").parse()?;
     let key = me.lookup_key(agent_addr, Duration::from_secs(3)).await?;
     me.add_peer(PeerConfig::new(key, Some(agent_addr))).await?;

@@ -54,6 +54,15 @@ pub struct Args {
     /// HTTP address of the health endpoint (`/healthz`) for Fly checks.
     #[arg(long, env = "VANTAGE_HEALTH_ADDR", default_value = "[::]:8080")]
     pub health_addr: SocketAddr,
+    /// WireGuard public keys (base64, comma-separated) of the controllers: only they may submit
+    /// jobs or use the CDP gateway. Unset, any member whose gossip tag says role=controller may,
+    /// and any holder of the fleet's PSK can say that.
+    #[arg(
+        long = "controller-keys",
+        env = "VANTAGE_CONTROLLER_KEYS",
+        value_delimiter = ','
+    )]
+    pub controller_keys: Vec<String>,
 }
 
 /// The validated configuration.
@@ -70,6 +79,8 @@ pub struct Config {
     pub job_port: u16,
     pub cdp_port: u16,
     pub health_addr: SocketAddr,
+    /// Who may use the job API and the CDP gateway; empty: members with role=controller.
+    pub controller_keys: Vec<vantage_mesh::PublicKey>,
 }
 
 impl Args {
@@ -110,6 +121,7 @@ impl Args {
                 bail!("--chrome-arg {a} would let Chromium around the egress guard; drop it, or turn the guard off with --allow-private");
             }
         }
+        let controller_keys = parse_controller_keys(&self.controller_keys)?;
         Ok(Config {
             member,
             egress,
@@ -125,6 +137,26 @@ impl Args {
             job_port: self.job_port,
             cdp_port: self.cdp_port,
             health_addr: self.health_addr,
+            controller_keys,
         })
     }
+}
+
+/// Parses the controller keys, naming the entry that is not a key. Empty entries (a trailing
+/// comma) are skipped.
+fn parse_controller_keys(entries: &[String]) -> Result<Vec<vantage_mesh::PublicKey>> {
+    entries
+        .iter()
+        .map(|e| e.trim())
+        .enumerate()
+        .filter(|(_, e)| !e.is_empty())
+        .map(|(i, e)| {
+            e.parse().map_err(|err| {
+                anyhow::anyhow!(
+                    "invalid VANTAGE_CONTROLLER_KEYS (--controller-keys): entry {} `{e}` is not a WireGuard public key ({err}); accepted is a comma-separated list of public keys as `wg pubkey` or `vantage pubkey` print them",
+                    i + 1
+                )
+            })
+        })
+        .collect()
 }

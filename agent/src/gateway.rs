@@ -1,5 +1,5 @@
-//! The CDP gateway: the browser's raw DevTools protocol, offered on the overlay to members with
-//! role=controller. Chromium only listens on 127.0.0.1 and rejects a foreign `Host` or `Origin`,
+//! The CDP gateway: the browser's raw DevTools protocol, offered on the overlay to controllers
+//! (see [`crate::authority`]). Chromium only listens on 127.0.0.1 and rejects a foreign `Host` or `Origin`,
 //! so the gateway rewrites both on the way in, and rewrites the URLs in `/json/*` answers to point
 //! back at itself on the way out.
 
@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::authority::{Authority, Service};
 use crate::chromium::{http_get, Supervisor};
 
 /// Roles of mesh members by overlay address, kept current from gossip.
@@ -21,29 +22,19 @@ const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest request head accepted, in bytes.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Serves one gateway connection from `from`.
+/// Serves one gateway connection from `from`, if `authority` takes it for a controller.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
     from: SocketAddr,
     me: SocketAddr,
-    roles: &Roles,
+    authority: &Authority,
     sup: &Supervisor,
 ) -> Result<()> {
     // a member that connects and never finishes its request must not hold a stream forever
     let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client))
         .await
         .map_err(|_| anyhow!("no request head within {HEAD_TIMEOUT:?}"))??;
-    let role = roles
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&from.ip())
-        .cloned();
-    if role.as_deref() != Some("controller") {
-        let why = format!(
-            "the CDP gateway serves members with role=controller only; {} has role {}",
-            from.ip(),
-            role.as_deref().unwrap_or("unknown")
-        );
+    if let Err(why) = authority.check(from.ip(), Service::Gateway) {
         return respond(&mut client, "403 Forbidden", &why).await;
     }
     let crate::chromium::BrowserState::Ready { port, .. } = sup.state() else {

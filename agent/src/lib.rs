@@ -3,6 +3,7 @@
 //! of a WireGuard peer); it supervises Chromium, runs page-load jobs next to it, offers the raw
 //! browser to controllers through the CDP gateway, and answers Fly's health checks.
 
+pub mod authority;
 pub mod capture;
 pub mod cdp;
 pub mod chromium;
@@ -63,6 +64,21 @@ pub async fn run(
         vantage_fleet::Membership::start(&config.member, &mut own, socket).await?;
     let (node, gossip) = (member.node.clone(), member.gossip.clone());
     let mut joined_rx = member.join_seeds(&config.member);
+    let roles: gateway::Roles = Arc::default();
+    let authority = Arc::new(if config.controller_keys.is_empty() {
+        if browser.is_some() {
+            tracing::warn!(
+                "VANTAGE_CONTROLLER_KEYS is not set: the job API and the CDP gateway serve any member whose gossip tag says role=controller, and any holder of the fleet's PSK can claim that role; set VANTAGE_CONTROLLER_KEYS (--controller-keys) to the controllers' public keys"
+            );
+        }
+        authority::Authority::Roles(roles.clone())
+    } else {
+        tracing::info!(
+            controllers = config.controller_keys.len(),
+            "job API and CDP gateway serve the configured controller keys only"
+        );
+        authority::Authority::keys(node.prefix(), &config.controller_keys)
+    });
     let (job_done_tx, mut job_done) = mpsc::unbounded_channel();
     let jobs = match &browser {
         Some(link) => {
@@ -91,15 +107,28 @@ pub async fn run(
                 .context("cannot listen for jobs on the overlay")?;
             let s = server.clone();
             let progress = job_done_tx.clone();
+            let authority = authority.clone();
             tokio::spawn(async move {
                 while let Ok((stream, from)) = listener.accept().await {
                     let (s, progress) = (s.clone(), progress.clone());
+                    let allowed =
+                        authority.check(std::net::IpAddr::V6(*from.ip()), authority::Service::Jobs);
                     tokio::spawn(async move {
-                        let _ = progress.send(());
-                        if let Err(e) = s.serve(stream).await {
+                        let served = match allowed {
+                            Ok(()) => {
+                                let _ = progress.send(());
+                                let r = s.serve(stream).await;
+                                let _ = progress.send(());
+                                r
+                            }
+                            Err(why) => {
+                                tracing::warn!(%from, "job connection refused: {why}");
+                                jobs::refuse(stream, why).await
+                            }
+                        };
+                        if let Err(e) = served {
                             tracing::debug!(%from, error = %format!("{e:#}"), "job connection ended with an error");
                         }
-                        let _ = progress.send(());
                     });
                 }
             });
@@ -107,20 +136,19 @@ pub async fn run(
         }
         None => None,
     };
-    let roles: gateway::Roles = Arc::default();
     if let Some(link) = &browser {
         let listener = node
             .tcp_listen(config.cdp_port)
             .await
             .context("cannot listen for CDP on the overlay")?;
         let me = SocketAddr::V6(listener.local_addr());
-        let (roles, sup) = (roles.clone(), link.supervisor().clone());
+        let (authority, sup) = (authority.clone(), link.supervisor().clone());
         tokio::spawn(async move {
             while let Ok((stream, from)) = listener.accept().await {
-                let (roles, sup) = (roles.clone(), sup.clone());
+                let (authority, sup) = (authority.clone(), sup.clone());
                 tokio::spawn(async move {
                     if let Err(e) =
-                        gateway::serve(stream, SocketAddr::V6(from), me, &roles, &sup).await
+                        gateway::serve(stream, SocketAddr::V6(from), me, &authority, &sup).await
                     {
                         tracing::debug!(%from, error = %format!("{e:#}"), "cdp gateway connection failed");
                     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vantage_agent::authority::Authority;
 use vantage_agent::gateway::{self, Roles};
 use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
 use vantage_tests::origin::Origin;
@@ -67,7 +68,7 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
         .insert(IpAddr::V6(other_agent.overlay_addr()), "agent".into());
     let listener = agent.tcp_listen(GATEWAY).await.unwrap();
     let me = SocketAddr::V6(listener.local_addr());
-    let (r, s) = (roles.clone(), sup.clone());
+    let (r, s) = (Arc::new(Authority::Roles(roles.clone())), sup.clone());
     tokio::spawn(async move {
         while let Ok((stream, from)) = listener.accept().await {
             let (r, s) = (r.clone(), s.clone());
