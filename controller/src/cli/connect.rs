@@ -331,4 +331,137 @@ mod tests {
             "wss://vantage.example/api/cdp/sin-1"
         );
     }
+
+    /// A stand-in for the controller: `/version` and a WebSocket that echoes, both behind the
+    /// token, so the relay is tested without a fleet.
+    async fn fake_controller() -> SocketAddr {
+        use axum::extract::Path;
+        use axum::http::HeaderMap;
+
+        fn authorized(h: &HeaderMap) -> bool {
+            h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer good-token")
+        }
+        fn refusal(status: StatusCode, code: &str, error: &str) -> Response {
+            let body = vantage_proto::api::ErrorBody {
+                code: code.into(),
+                error: error.into(),
+            };
+            (status, Json(body)).into_response()
+        }
+        async fn version(Path(member): Path<String>, h: HeaderMap) -> Response {
+            if !authorized(&h) {
+                return refusal(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token");
+            }
+            if member != "sin" {
+                return refusal(StatusCode::NOT_FOUND, "not_found", "no agent or region `x`");
+            }
+            Json(serde_json::json!({
+                "Browser": "Chrome/1",
+                "webSocketDebuggerUrl": "ws://[fdaa::1]:9222/devtools/browser/abc-1"
+            }))
+            .into_response()
+        }
+        async fn cdp(h: HeaderMap, ws: WebSocketUpgrade) -> Response {
+            if !authorized(&h) {
+                return refusal(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token");
+            }
+            // above the 16 MiB frame default, as Chromium's own frames may be
+            ws.max_frame_size(MAX_MESSAGE)
+                .max_message_size(MAX_MESSAGE)
+                .on_upgrade(|mut s| async move {
+                    while let Some(Ok(m)) = s.next().await {
+                        let close = matches!(m, ws::Message::Close(_));
+                        if s.send(m).await.is_err() || close {
+                            break;
+                        }
+                    }
+                })
+        }
+        let app = Router::new()
+            .route("/api/cdp/{member}/version", get(version))
+            .route("/api/cdp/{member}", get(cdp));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        addr
+    }
+
+    async fn refusal_code(server: &str, token: &str, member: &str) -> (u8, String) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let e = connect_endpoint(server, token, member, l, std::future::pending())
+            .await
+            .unwrap_err();
+        let cli = e.downcast_ref::<CliError>().expect("a CliError");
+        (cli.exit_code(), cli.to_string())
+    }
+
+    #[tokio::test]
+    async fn refusals_fail_at_startup() {
+        let server = format!("http://{}", fake_controller().await);
+        let (code, msg) = refusal_code(&server, "bad-token", "sin").await;
+        assert_eq!(code, 2);
+        assert!(msg.contains("refused the token (401)"), "{msg}");
+        let (code, msg) = refusal_code(&server, "good-token", "nowhere").await;
+        assert_eq!(code, 2);
+        assert!(msg.contains("404"), "{msg}");
+        let (code, _) = refusal_code("http://127.0.0.1:1", "good-token", "sin").await;
+        assert_eq!(code, 5, "an unreachable controller is a network error");
+    }
+
+    #[tokio::test]
+    async fn relays_cdp_both_ways() {
+        use tungstenite::Message as M;
+        let server = format!("http://{}", fake_controller().await);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = l.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            connect_endpoint(&server, "good-token", "sin", l, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+
+        let v: serde_json::Value = reqwest::get(format!("http://{local}/json/version/"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = v["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+        assert_eq!(url, format!("ws://{local}/devtools/browser/abc-1"));
+
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false)
+                .await
+                .unwrap();
+        ws.send(M::Text(r#"{"id":1,"method":"Browser.getVersion"}"#.into()))
+            .await
+            .unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            back.into_text().unwrap().as_str(),
+            r#"{"id":1,"method":"Browser.getVersion"}"#
+        );
+        let big = vec![7u8; 20 << 20];
+        ws.send(M::Binary(big.clone().into())).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            back.into_data().len(),
+            big.len(),
+            "a 20 MiB message goes through"
+        );
+        ws.close(None).await.unwrap();
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+
+        let _ = stop_tx.send(());
+        task.await.unwrap().unwrap();
+    }
 }
