@@ -22,7 +22,10 @@ pub fn vantage_bin() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => {
             let exe = std::env::current_exe().expect("the example's own path");
-            let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
             built(dir.join("vantage"), "vantage")
         }
     }
@@ -30,7 +33,10 @@ pub fn vantage_bin() -> PathBuf {
 
 /// The agent binary, built next to `vantage` (built here if this package is tested alone).
 pub fn agent_bin() -> PathBuf {
-    built(vantage_bin().with_file_name("vantage-agent"), "vantage-agent")
+    built(
+        vantage_bin().with_file_name("vantage-agent"),
+        "vantage-agent",
+    )
 }
 
 /// `path`, after `cargo build -p package` (in this build's profile) if it does not exist.
@@ -137,8 +143,14 @@ impl Fleet {
         agents: &[&str],
         serve_args: &[&str],
     ) -> Fleet {
-        Self::start_with_matrix(name, Matrix::builtin(), controller_region, agents, serve_args)
-            .await
+        Self::start_with_matrix(
+            name,
+            Matrix::builtin(),
+            controller_region,
+            agents,
+            serve_args,
+        )
+        .await
     }
 
     /// [`Fleet::start`] with the WAN emulating `matrix` (which must name every region used).
