@@ -54,12 +54,19 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        display_order = 900,
         env = "VANTAGE_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
     /// The controller's API token (its VANTAGE_API_TOKEN).
-    #[arg(long, global = true, env = "VANTAGE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        display_order = 901,
+        env = "VANTAGE_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
