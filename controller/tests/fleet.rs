@@ -8,9 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Fleet, TOKEN};
-use vantage_proto::api::{
-    AttemptOutcome, LoadRequest, LoadState, LoadStatus, RttAnswer,
-};
+use vantage_proto::api::{AttemptOutcome, LoadRequest, LoadState, LoadStatus, RttAnswer};
 use vantage_tests::origin::{Origin, SLOW_PATH};
 
 fn req(url: &str, from: &str) -> LoadRequest {
@@ -38,9 +36,11 @@ async fn three_regions_end_to_end() {
     eprintln!("fleet up; logs in {}", fleet.log_dir().display());
 
     bad_input_is_refused_clearly(&fleet, &page).await;
-    placement_follows_region_distance_and_load(&fleet, &page).await;
     openapi_lists_every_route(&fleet).await;
+    // `nearest` needs settled coordinates: the RTT step waits for them
     rtt_matches_the_matrix(&fleet).await;
+    placement_follows_region_distance_and_load(&fleet, &page).await;
+    connect_serves_a_stock_cdp_client(&fleet, &page).await;
     many_loads_at_once_lose_nothing(&fleet, &page).await;
     a_controller_crash_mid_job_loses_nothing(&mut fleet, &origin).await;
     a_killed_agent_is_retried_elsewhere(&mut fleet, &origin).await;
@@ -226,6 +226,13 @@ async fn many_loads_at_once_lose_nothing(fleet: &Fleet, page: &str) {
         let s = fleet.wait_load(id, Duration::from_secs(600)).await;
         assert_eq!(s.state, LoadState::Done, "{s:#?}");
         assert_eq!(s.reports.len(), 1, "{id} has no stored report");
+        // coordinates have settled by now (the RTT step ran first)
+        let r = &s.reports[0];
+        assert!(
+            r.estimated_rtt_ms.is_some(),
+            "{} has no network RTT estimate",
+            r.agent
+        );
     }
 }
 
@@ -316,9 +323,79 @@ async fn a_killed_agent_is_retried_elsewhere(fleet: &mut Fleet, origin: &Origin)
             let f = s.failure.unwrap();
             (serde_json::to_value(f.kind).unwrap(), f.message)
         }
-        503 => (body["code"].clone(), body["error"].as_str().unwrap_or_default().to_owned()),
+        503 => (
+            body["code"].clone(),
+            body["error"].as_str().unwrap_or_default().to_owned(),
+        ),
         s => panic!("strict load answered {s}: {body}"),
     };
     assert_eq!(kind, serde_json::json!("no_agent"), "{message}");
-    assert!(message.contains("strict") && message.contains("sin"), "{message}");
+    assert!(
+        message.contains("strict") && message.contains("sin"),
+        "{message}"
+    );
+}
+
+async fn connect_serves_a_stock_cdp_client(fleet: &Fleet, page: &str) {
+    use futures_util::StreamExt;
+    let server = format!("http://{}", fleet.api);
+    let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = vantage::cli::connect::connect_endpoint(
+        &server,
+        "not-the-token-at-all",
+        "sin",
+        refused,
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("401") || format!("{e:#}").contains("token"),
+        "{e:#}"
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let endpoint = tokio::spawn(vantage::cli::connect::connect_endpoint(
+        Box::leak(server.into_boxed_str()),
+        TOKEN,
+        "sin",
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let (browser, mut handler) = chromiumoxide::Browser::connect(format!("http://{local}"))
+        .await
+        .expect("chromiumoxide connects through vantage connect");
+    assert!(
+        browser
+            .websocket_address()
+            .starts_with(&format!("ws://{local}/devtools/browser/")),
+        "{}",
+        browser.websocket_address()
+    );
+    let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let p = tokio::time::timeout(Duration::from_secs(60), async {
+        let p = browser.new_page("about:blank").await?;
+        p.goto(page).await?;
+        p.wait_for_navigation().await?;
+        Ok::<_, chromiumoxide::error::CdpError>(p)
+    })
+    .await
+    .expect("navigation through vantage connect timed out")
+    .expect("navigation through vantage connect");
+    let path: String = p
+        .evaluate("location.pathname")
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    assert_eq!(path, "/index.html");
+    p.close().await.unwrap();
+    drop(browser);
+    pump.abort();
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), endpoint).await;
 }

@@ -214,8 +214,8 @@ impl Orchestrator {
                     continue;
                 }
             };
-            let settled = !status.targets.is_empty()
-                && status.targets.iter().all(|t| t.state.is_terminal());
+            let settled =
+                !status.targets.is_empty() && status.targets.iter().all(|t| t.state.is_terminal());
             tracing::info!(load = %status.id, "resuming a load left in flight by the last run");
             let id = status.id.clone();
             self.inner
@@ -372,23 +372,27 @@ impl Orchestrator {
         }
     }
 
-    /// How far ahead a fan-out's start is set: the job must reach the farthest agent first
-    /// (a WireGuard handshake, a TCP handshake and the request: about three RTTs).
+    /// How far ahead a fan-out's start is set: the job must reach the farthest agent first (a
+    /// WireGuard handshake, a TCP handshake and the request: about three RTTs) and that agent
+    /// may have to open a browser context. Coordinates that have not settled yet (Vivaldi error
+    /// still high) are not trusted, and a pessimistic RTT is assumed instead.
     fn fanout_lead(&self, plans: &[Plan]) -> Duration {
+        const UNSETTLED_RTT: Duration = Duration::from_millis(600);
         let view = self.fleet();
+        let me = view.coordinate(&view.me);
         let worst = plans
             .iter()
             .filter_map(|p| p.agents.first())
-            .filter_map(|a| {
-                let me = view.coordinate(&view.me)?;
-                Some(vantage_gossip::coordinate::estimate_rtt(
-                    me,
-                    view.coordinate(a)?,
-                ))
+            .map(|a| match (me, view.coordinate(a)) {
+                (Some(m), Some(c)) if m.error() < 0.5 && c.error() < 0.5 => {
+                    vantage_gossip::coordinate::estimate_rtt(m, c)
+                }
+                _ => UNSETTLED_RTT,
             })
             .max()
-            .unwrap_or(Duration::from_millis(300));
-        (worst * 3 + Duration::from_millis(400)).min(Duration::from_secs(8))
+            .unwrap_or(UNSETTLED_RTT);
+        (worst * 3 + Duration::from_millis(600))
+            .clamp(Duration::from_millis(1500), Duration::from_secs(8))
     }
 
     /// Runs one region's job to a report or a failure, retrying on the next candidate.

@@ -222,36 +222,39 @@ impl Store {
         .await
     }
 
-    pub async fn put_region_coords(
-        &self,
-        coords: Vec<(String, String)>,
-        now_ms: u64,
-    ) -> Result<()> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            for (region, coord) in &coords {
-                tx.execute(
-                    "INSERT INTO region_coords (region, coord, updated_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(region) DO UPDATE SET coord = ?2, updated_ms = ?3",
-                    params![region, coord, now_ms as i64],
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
+    /// Remembers where each region's agents were last seen (region, encoded coordinate).
+    pub async fn put_region_coords(&self, rows: Vec<(String, String)>, now_ms: u64) -> Result<()> {
+        self.upsert(
+            "INSERT INTO region_coords (region, coord, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(region) DO UPDATE SET coord = ?2, updated_ms = ?3",
+            rows,
+            now_ms,
+        )
         .await
     }
 
     /// Remembers members' underlay endpoints (name, `host:port`).
-    pub async fn put_known_peers(&self, peers: Vec<(String, String)>, now_ms: u64) -> Result<()> {
+    pub async fn put_known_peers(&self, rows: Vec<(String, String)>, now_ms: u64) -> Result<()> {
+        self.upsert(
+            "INSERT INTO known_peers (name, endpoint, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET endpoint = ?2, updated_ms = ?3",
+            rows,
+            now_ms,
+        )
+        .await
+    }
+
+    /// Runs a key/value upsert for each row, in one transaction.
+    async fn upsert(
+        &self,
+        sql: &'static str,
+        rows: Vec<(String, String)>,
+        now_ms: u64,
+    ) -> Result<()> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            for (name, ep) in &peers {
-                tx.execute(
-                    "INSERT INTO known_peers (name, endpoint, updated_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(name) DO UPDATE SET endpoint = ?2, updated_ms = ?3",
-                    params![name, ep, now_ms as i64],
-                )?;
+            for (k, v) in &rows {
+                tx.execute(sql, params![k, v, now_ms as i64])?;
             }
             tx.commit()?;
             Ok(())
