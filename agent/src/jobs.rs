@@ -226,6 +226,12 @@ impl JobServer {
                 }
             }
         };
+        // the last run's events may still be queued when the job's future completes
+        while let Ok(e) = prx.try_recv() {
+            if out.send(wire::encode(&e)).await.is_err() {
+                return Ok(());
+            }
+        }
         drop(lease);
         (self.on_done)();
         // open the next job's context now, before a queued job takes the slot, unless this job

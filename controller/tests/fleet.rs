@@ -121,7 +121,12 @@ async fn placement_follows_region_distance_and_load(fleet: &Fleet, page: &str) {
 
     let id = fleet.submit(&req(page, "nearest")).await;
     let s = fleet.wait_load(&id, Duration::from_secs(60)).await;
-    assert_eq!(agents_of(&s), ["iad-1"], "nearest to a controller in iad");
+    let members: serde_json::Value = fleet.get("/api/members").await.unwrap();
+    assert_eq!(
+        agents_of(&s),
+        ["iad-1"],
+        "nearest to a controller in iad; members: {members}"
+    );
 
     let id = fleet.submit(&req(page, "all")).await;
     let s = fleet.wait_load(&id, Duration::from_secs(60)).await;
@@ -194,6 +199,19 @@ async fn rtt_matches_the_matrix(fleet: &Fleet) {
         let err = (a.rtt_ms - want).abs() / want;
         within = if err <= 0.25 { within + 1 } else { 0 };
         last = Some(a.rtt_ms);
+    }
+    // and the controller has a coordinate for every agent (from its own probes of each)
+    loop {
+        let m: Vec<vantage_proto::api::MemberInfo> =
+            fleet.get("/api/members?tag=role=agent").await.unwrap();
+        if m.len() == 3 && m.iter().all(|m| m.rtt_ms.is_some()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "agents without coordinates: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let out = fleet.cli(&["rtt", "sin", "ams"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -602,7 +602,10 @@ async fn cdp(
     })?;
     let node = s.node.clone();
     tracing::info!(member = %m.name, "cdp session opened");
-    Ok(ws.on_upgrade(move |socket| super::cdp::relay(socket, node, gw)))
+    Ok(ws
+        .max_message_size(super::cdp::MAX_MESSAGE)
+        .max_frame_size(super::cdp::MAX_MESSAGE)
+        .on_upgrade(move |socket| super::cdp::relay(socket, node, gw)))
 }
 
 #[utoipa::path(get, path = "/api/cdp/{member}/version", params(("member" = String, Path, description = "agent name or region")),

@@ -49,6 +49,15 @@ pub async fn version(node: &Node, gateway: SocketAddrV6) -> Result<serde_json::V
     serde_json::from_slice(&body).context("the gateway's /json/version is not JSON")
 }
 
+/// Largest CDP message relayed, in bytes: Chromium sends a full-page screenshot as one message.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
 /// Relays a client's WebSocket to the browser's, until either side closes.
 pub async fn relay(client: WebSocket, node: Node, gateway: SocketAddrV6) {
     if let Err(e) = try_relay(client, &node, gateway).await {
@@ -64,9 +73,10 @@ async fn try_relay(client: WebSocket, node: &Node, gateway: SocketAddrV6) -> Res
         .context("the gateway's /json/version has no webSocketDebuggerUrl")?
         .to_owned();
     let stream = node.tcp_connect(gateway).await?;
-    let (browser, _) = tokio_tungstenite::client_async(url.as_str(), stream)
-        .await
-        .context("websocket handshake with the CDP gateway failed")?;
+    let (browser, _) =
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config()))
+            .await
+            .context("websocket handshake with the CDP gateway failed")?;
     let (mut bw, mut br) = browser.split();
     let (mut cw, mut cr) = client.split();
     let up = async {
