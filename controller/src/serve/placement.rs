@@ -189,13 +189,22 @@ fn plan_region(
             (a, d)
         })
         .collect();
-    others.sort_by(|(a, da), (b, db)| {
-        da.cmp(db)
+    // nearest region first (by its nearest agent), then least loaded within it: a
+    // millisecond between two agents of one region must not outweigh their load
+    let mut region_dist: BTreeMap<&str, Duration> = BTreeMap::new();
+    for (a, d) in &others {
+        let e = region_dist.entry(a.region.as_str()).or_insert(*d);
+        *e = (*e).min(*d);
+    }
+    others.sort_by(|(a, _), (b, _)| {
+        region_dist[a.region.as_str()]
+            .cmp(&region_dist[b.region.as_str()])
+            .then(a.region.cmp(&b.region))
             .then(a.load().total_cmp(&b.load()))
             .then(a.name.cmp(&b.name))
     });
     let note = match (agents.is_empty(), others.first()) {
-        (true, Some((a, d))) => Some(fallback_note(region, a, *d)),
+        (true, Some((a, _))) => Some(fallback_note(region, a, region_dist[a.region.as_str()])),
         (true, None) => return Err(PlaceError::NoAgent),
         _ => None,
     };
