@@ -13,7 +13,7 @@ use vantage_fleet::tags::ports;
 use vantage_mesh::Node;
 use vantage_proto::api::{
     Attempt, AttemptOutcome, Failure, FailureKind, LoadEvent, LoadRequest, LoadState, LoadStatus,
-    Placement, StoredReport, TargetStatus,
+    Placement, StoredReport,
 };
 use vantage_proto::wire::JobEvent;
 use vantage_proto::JobSpec;
@@ -22,6 +22,7 @@ use super::dispatch::{self, Ended, Progress};
 use super::fleet::FleetView;
 use super::metrics::Metrics;
 use super::placement::{self, FleetSnapshot, PlaceError, Plan};
+use super::records::{new_id, target, target_mut, target_of};
 use super::store::{Store, StoreError};
 use super::unix_ms;
 
@@ -127,12 +128,12 @@ impl Orchestrator {
         self.inner.fleet.borrow().clone()
     }
 
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn in_flight(&self) -> usize {
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.live().len()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -166,18 +167,14 @@ impl Orchestrator {
             reports: Vec::new(),
         };
         {
-            let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            let mut live = self.live();
             if live.len() >= self.inner.limits.max_loads {
                 return Err(SubmitError::TooMany(live.len()));
             }
             live.insert(id.clone(), new_live(status.clone()));
         }
         if let Err(e) = self.inner.store.put_load(&status).await {
-            self.inner
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            self.live().remove(&id);
             return Err(e.into());
         }
         self.inner.metrics.load_submitted();
@@ -218,11 +215,7 @@ impl Orchestrator {
                 !status.targets.is_empty() && status.targets.iter().all(|t| t.state.is_terminal());
             tracing::info!(load = %status.id, "resuming a load left in flight by the last run");
             let id = status.id.clone();
-            self.inner
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), new_live(status.clone()));
+            self.live().insert(id.clone(), new_live(status.clone()));
             self.inner.store.put_load(&status).await?;
             let me = self.clone();
             if settled {
@@ -236,7 +229,7 @@ impl Orchestrator {
 
     /// Past events and the live feed of a load in flight; `None` once it is over.
     pub fn subscribe(&self, id: &str) -> Option<(Vec<LoadEvent>, broadcast::Receiver<LoadEvent>)> {
-        let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live();
         let l = live.get(id)?;
         Some((l.log.clone(), l.tx.subscribe()))
     }
@@ -265,11 +258,21 @@ impl Orchestrator {
     }
 
     fn emit(&self, id: &str, e: LoadEvent) {
-        let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.live();
         if let Some(l) = live.get_mut(id) {
             l.log.push(e.clone());
             let _ = l.tx.send(e);
         }
+    }
+
+    /// The lock that puts a load's writes in order.
+    fn writer(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.live().get(id).map(|l| l.write.clone())
+    }
+
+    /// A live load's status as last changed.
+    fn status_of(&self, id: &str) -> Option<LoadStatus> {
+        self.live().get(id).map(|l| l.status.clone())
     }
 
     /// Changes a load and writes it, in the order changes are made.
@@ -278,16 +281,12 @@ impl Orchestrator {
         id: &str,
         f: impl FnOnce(&mut LoadStatus),
     ) -> Result<LoadStatus, StoreError> {
-        let write = {
-            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.get(id).map(|l| l.write.clone())
-        };
-        let Some(write) = write else {
+        let Some(write) = self.writer(id) else {
             return Err(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows));
         };
         let _order = write.lock().await;
         let status = {
-            let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            let mut live = self.live();
             let l = live
                 .get_mut(id)
                 .expect("a live load stays until run_load ends");
@@ -340,7 +339,7 @@ impl Orchestrator {
     /// For loads accepted or resumed before the view filled: waits out the warm-up.
     async fn plan_when_ready(&self, v: &Validated, id: &str) -> Result<Vec<Plan>, Failure> {
         let known: Vec<String> = {
-            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            let live = self.live();
             live.get(id)
                 .map(|l| {
                     l.status
@@ -507,7 +506,7 @@ impl Orchestrator {
 
     /// Attempts that count against the limit (busy answers do not).
     fn attempts_used(&self, id: &str, region: &str) -> u32 {
-        let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live();
         live.get(id)
             .and_then(|l| l.status.targets.iter().find(|t| t.region == region))
             .map_or(0, |t| {
@@ -684,11 +683,12 @@ impl Orchestrator {
             .coordinate(&view.me)
             .zip(view.coordinate(agent))
             .map(|(a, b)| vantage_gossip::coordinate::estimate_rtt(a, b).as_secs_f64() * 1e3);
-        let status = {
-            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.get(id).map(|l| l.status.clone())
+        // the report and the target's new state go in one transaction, in the load's order
+        let Some(write) = self.writer(id) else { return };
+        let order = write.lock().await;
+        let Some(status) = self.status_of(id) else {
+            return;
         };
-        let Some(status) = status else { return };
         let t = target_of(&status, region).cloned();
         let stored = StoredReport {
             id: 0,
@@ -701,22 +701,10 @@ impl Orchestrator {
             estimated_rtt_ms,
             report,
         };
-        // the report and the target's new state go in one transaction
-        let write = {
-            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.get(id).map(|l| l.write.clone())
-        };
-        let Some(write) = write else { return };
-        let _order = write.lock().await;
-        let status = {
-            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.get(id).map(|l| l.status.clone())
-        };
-        let Some(status) = status else { return };
         match self.inner.store.put_report(&status, stored).await {
             Ok(report_id) => {
                 {
-                    let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut live = self.live();
                     if let Some(l) = live.get_mut(id) {
                         let t = target_mut(&mut l.status, region);
                         t.report_id = Some(report_id);
@@ -733,7 +721,7 @@ impl Orchestrator {
             }
             Err(e) => {
                 tracing::error!(load = %id, error = %e, "cannot store a report");
-                drop(_order);
+                drop(order);
                 self.fail_target(
                     id,
                     region,
@@ -800,11 +788,7 @@ impl Orchestrator {
         };
         self.inner.metrics.load_finished(state);
         self.emit(id, LoadEvent::Done { state, failure });
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.live().remove(id);
     }
 }
 
@@ -847,39 +831,6 @@ fn new_live(status: LoadStatus) -> Live {
         status,
         write: Arc::default(),
     }
-}
-
-fn target(region: &str, note: Option<String>) -> TargetStatus {
-    TargetStatus {
-        region: region.into(),
-        state: LoadState::Queued,
-        attempts: Vec::new(),
-        note,
-        report_id: None,
-        failure: None,
-    }
-}
-
-fn target_of<'a>(s: &'a LoadStatus, region: &str) -> Option<&'a TargetStatus> {
-    s.targets.iter().find(|t| t.region == region)
-}
-
-fn target_mut<'a>(s: &'a mut LoadStatus, region: &str) -> &'a mut TargetStatus {
-    if let Some(i) = s.targets.iter().position(|t| t.region == region) {
-        let t = &mut s.targets[i];
-        if t.state == LoadState::Queued {
-            t.state = LoadState::Running;
-        }
-        return t;
-    }
-    s.targets.push(target(region, None));
-    s.targets.last_mut().expect("just pushed")
-}
-
-/// A load id: `ld_` and 16 hex digits from the OS's random source.
-fn new_id() -> String {
-    let n = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
-    format!("ld_{n:016x}")
 }
 
 /// Turns a stored request back into a job (it was valid when accepted).
