@@ -37,6 +37,8 @@ pub struct AppState {
     pub orch: Orchestrator,
     pub token: Arc<str>,
     pub policy: Arc<Policy>,
+    /// `host:port`s the agents are pinned to reach (not resolved here).
+    pub pinned: Arc<Vec<(String, u16)>>,
     pub node: vantage_mesh::Node,
     pub name: String,
     pub region: String,
@@ -260,7 +262,7 @@ async fn post_load(
 ) -> Result<Response, ApiError> {
     let req: LoadRequest = json_body(body)?;
     let v = validate::job_of(&req)?;
-    validate::check_target(&v.job.url, &s.policy).await?;
+    validate::check_target(&v.job.url, &s.policy, &s.pinned).await?;
     let id = s.orch.submit(v).await?;
     let location = format!("/api/loads/{id}");
     let mut r = (

@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod orchestrator;
 pub mod placement;
+mod records;
 pub mod store;
 pub mod validate;
 
@@ -53,6 +54,9 @@ pub struct ServeConfig {
     pub max_attempts: u32,
     /// `<data dir>/vantage.db`.
     pub db_path: PathBuf,
+    /// `host:port`s the agents reach through a pin (`--connect-to`): the URL check does not
+    /// resolve them.
+    pub pinned: Vec<(String, u16)>,
 }
 
 impl ServeArgs {
@@ -88,6 +92,7 @@ impl ServeArgs {
             max_loads: self.max_loads,
             max_attempts: self.max_attempts,
             db_path,
+            pinned: Vec::new(),
         })
     }
 }
@@ -176,6 +181,7 @@ pub async fn run(
         orch,
         token: config.api_token.as_str().into(),
         policy: Arc::new(config.allow.clone()),
+        pinned: Arc::new(config.pinned.clone()),
         node: member.node.clone(),
         name: config.member.name.clone(),
         region: config.member.region.clone(),

@@ -59,9 +59,20 @@ pub fn job_of(r: &LoadRequest) -> Result<Validated, Invalid> {
     })
 }
 
-/// Refuses a URL whose host is, or resolves to, one of the networks the policy keeps out.
-pub async fn check_target(url: &str, policy: &Policy) -> Result<(), Invalid> {
+/// Refuses a URL whose host is, or resolves to, one of the networks the policy keeps out. A
+/// `host:port` in `pinned` is what the agents connect to on purpose, and is not resolved.
+pub async fn check_target(
+    url: &str,
+    policy: &Policy,
+    pinned: &[(String, u16)],
+) -> Result<(), Invalid> {
     let ep = parse_http_url(url).map_err(|e| Invalid::Field(e.to_string()))?;
+    if pinned
+        .iter()
+        .any(|(h, p)| h.eq_ignore_ascii_case(&ep.host) && *p == ep.port)
+    {
+        return Ok(());
+    }
     let addrs: Vec<IpAddr> = match ep.host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => {
@@ -105,15 +116,27 @@ mod tests {
             "http://169.254.169.254/latest",
             "http://localhost:1/",
         ] {
-            let e = check_target(url, &none).await.unwrap_err().to_string();
+            let e = check_target(url, &none, &[]).await.unwrap_err().to_string();
             assert!(e.contains("--allow-net"), "{url}: {e}");
         }
         let lo = Policy {
             allow: vec!["127.0.0.0/8".parse().unwrap()],
         };
-        check_target("http://127.0.0.1:8080/", &lo).await.unwrap();
-        check_target("http://93.184.215.14/", &none).await.unwrap();
-        let e = check_target("ftp://x/", &none).await.unwrap_err();
+        check_target("http://127.0.0.1:8080/", &lo, &[])
+            .await
+            .unwrap();
+        check_target("http://93.184.215.14/", &none, &[])
+            .await
+            .unwrap();
+        check_target("http://demo.test/", &none, &[("demo.test".into(), 80)])
+            .await
+            .unwrap();
+        assert!(
+            check_target("http://demo.test:81/", &none, &[("demo.test".into(), 80)])
+                .await
+                .is_err()
+        );
+        let e = check_target("ftp://x/", &none, &[]).await.unwrap_err();
         assert!(matches!(e, Invalid::Field(_)), "{e}");
     }
 
