@@ -7,14 +7,27 @@
 //! What it costs a report: the browser resolves nothing itself, so DNS time is part of the connect
 //! phase, the browser sees the guard as the remote address (the executor puts the real one back
 //! from [`Guard::outcomes_since`]), and HTTP/3 is not used.
+//!
+//! **Pins** (`--connect-to HOST:PORT:TARGET_HOST:TARGET_PORT`, [`ConnectTo`]), as curl's
+//! `--connect-to` and WebPageTest's `setDns`: when the browser asks for exactly HOST:PORT (the host
+//! compared case-insensitively), the guard connects to TARGET_HOST:TARGET_PORT instead; the page
+//! still sees HOST in its URL, `Host` header and TLS name. A pin is chosen by whoever runs the
+//! agent, so its target is exempt from the address policy (it may be loopback, private or the
+//! overlay); nothing else is: every other host and port, the same host on another port included,
+//! is resolved and checked as before. A target inside the node's overlay prefix is reached through
+//! the mesh ([`vantage_mesh::Node::tcp_connect`]), so the connection crosses WireGuard and whatever
+//! WAN emulation lies under it, handshake and every byte paying its RTT: that is how a page served
+//! by another member can be made to feel as far away as that member's region. The outcome log
+//! names the target's address as the remote address.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Outcomes kept for the executor to explain failures with.
@@ -76,28 +89,202 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// One `--connect-to HOST:PORT:TARGET_HOST:TARGET_PORT` pin: connections the browser asks for to
+/// `host:port` go to `target_host:target_port`, which the address policy does not judge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTo {
+    /// Lower-case name, or an IP literal in its canonical form (no brackets).
+    pub host: String,
+    pub port: u16,
+    /// An IP literal (canonical, no brackets) or a name the guard resolves.
+    pub target_host: String,
+    pub target_port: u16,
+}
+
+/// Why a `--connect-to` entry was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadConnectTo(String);
+
+impl ConnectTo {
+    /// The syntax, for messages.
+    pub const SYNTAX: &'static str = "HOST:PORT:TARGET_HOST:TARGET_PORT";
+    /// An example, for messages.
+    pub const EXAMPLE: &'static str = "demo.test:80:[fdbc::1]:8080";
+
+    /// Whether the browser's request for `host:port` is this pin's.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        port == self.port && canonical_host(host) == self.host
+    }
+
+    /// Parses the entries of `--connect-to` (empty ones, a trailing comma, skipped) and refuses
+    /// two pins of the same HOST:PORT.
+    pub fn parse_all<S: AsRef<str>>(entries: &[S]) -> Result<Vec<ConnectTo>, BadConnectTo> {
+        let mut pins: Vec<ConnectTo> = Vec::new();
+        for e in entries.iter().map(|e| e.as_ref().trim()) {
+            if e.is_empty() {
+                continue;
+            }
+            let pin: ConnectTo = e.parse()?;
+            if let Some(first) = pins.iter().find(|p| p.matches(&pin.host, pin.port)) {
+                return Err(BadConnectTo(format!(
+                    "`{e}` pins {} again (already pinned to {}); give each HOST:PORT once",
+                    pin.source(),
+                    first.target()
+                )));
+            }
+            pins.push(pin);
+        }
+        Ok(pins)
+    }
+
+    /// `HOST:PORT` as asked for, IPv6 in brackets.
+    pub fn source(&self) -> String {
+        join_host_port(&self.host, self.port)
+    }
+
+    /// `TARGET_HOST:TARGET_PORT`, IPv6 in brackets.
+    pub fn target(&self) -> String {
+        join_host_port(&self.target_host, self.target_port)
+    }
+}
+
+impl fmt::Display for ConnectTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source(), self.target())
+    }
+}
+
+impl FromStr for ConnectTo {
+    type Err = BadConnectTo;
+    fn from_str(s: &str) -> Result<Self, BadConnectTo> {
+        let shape = || {
+            BadConnectTo(format!(
+                "`{s}` is not {} (for example {})",
+                Self::SYNTAX,
+                Self::EXAMPLE
+            ))
+        };
+        let (host, rest) = take_host(s).ok_or_else(shape)?;
+        let (port, rest) = rest.split_once(':').ok_or_else(shape)?;
+        let (target_host, target_port) = take_host(rest).ok_or_else(shape)?;
+        if target_port.contains(':') {
+            return Err(shape());
+        }
+        let port_of = |what: &str, p: &str| -> Result<u16, BadConnectTo> {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(BadConnectTo(format!(
+                    "`{s}`: {what} `{p}` is not a port; accepted is 1 to 65535"
+                ))),
+            }
+        };
+        Ok(Self {
+            port: port_of("PORT", port)?,
+            target_port: port_of("TARGET_PORT", target_port)?,
+            host: host_part(s, "HOST", host)?,
+            target_host: host_part(s, "TARGET_HOST", target_host)?,
+        })
+    }
+}
+
+/// Splits `[v6]:rest` or `name:rest` into the host (brackets kept) and what follows the colon.
+fn take_host(s: &str) -> Option<(&str, &str)> {
+    if s.starts_with('[') {
+        let end = s.find(']')?;
+        let rest = s[end + 1..].strip_prefix(':')?;
+        Some((&s[..=end], rest))
+    } else {
+        s.split_once(':')
+    }
+}
+
+/// Checks one host of a pin: an IPv6 literal in brackets, an IPv4 literal or a name.
+fn host_part(s: &str, what: &str, h: &str) -> Result<String, BadConnectTo> {
+    let bad = |why: &str| Err(BadConnectTo(format!("`{s}`: {what} `{h}` {why}")));
+    if let Some(inner) = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return match inner.parse::<Ipv6Addr>() {
+            Ok(ip) => Ok(ip.to_string()),
+            Err(_) => bad("is not an IPv6 address (only IPv6 goes in brackets)"),
+        };
+    }
+    if let Ok(ip) = h.parse::<Ipv4Addr>() {
+        return Ok(ip.to_string());
+    }
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if h.is_empty() || !h.chars().all(name_char) {
+        return bad("is not a host name or an IP address");
+    }
+    Ok(h.to_ascii_lowercase())
+}
+
+/// The form pins keep a host in: IP literals canonical, names in lower case.
+fn canonical_host(h: &str) -> String {
+    let bare = h.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    match bare.unwrap_or(h).parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => h.to_ascii_lowercase(),
+    }
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// The running guard: a SOCKS5 proxy on 127.0.0.1 for the agent's browser.
 #[derive(Debug, Clone)]
 pub struct Guard {
     port: u16,
     log: Arc<Mutex<VecDeque<Outcome>>>,
+    rules: Arc<Rules>,
+}
+
+/// What the guard connects by.
+#[derive(Debug)]
+struct Rules {
+    policy: Policy,
+    pins: Vec<ConnectTo>,
+    /// For pins whose target is on the overlay.
+    node: Option<vantage_mesh::Node>,
+}
+
+/// A connection the guard made for the browser.
+enum Upstream {
+    Kernel(TcpStream),
+    Mesh(vantage_mesh::TcpStream),
 }
 
 impl Guard {
     /// Binds 127.0.0.1 on an ephemeral port and serves until the runtime ends.
     pub async fn start(policy: Policy) -> std::io::Result<Self> {
+        Self::start_with(policy, Vec::new(), None).await
+    }
+
+    /// [`Guard::start`] with `--connect-to` pins (the first matching pin wins). `node` is the
+    /// mesh node that reaches pin targets inside its overlay prefix; without one, such a target is
+    /// connected to like any other address (and the kernel has no route to it).
+    pub async fn start_with(
+        policy: Policy,
+        pins: Vec<ConnectTo>,
+        node: Option<vantage_mesh::Node>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let guard = Self {
             port: listener.local_addr()?.port(),
             log: Arc::default(),
+            rules: Arc::new(Rules { policy, pins, node }),
         };
-        let (g, policy) = (guard.clone(), Arc::new(policy));
+        let g = guard.clone();
         tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((client, _)) => {
-                        let (g, policy) = (g.clone(), policy.clone());
-                        tokio::spawn(async move { g.serve(client, &policy).await });
+                        let g = g.clone();
+                        tokio::spawn(async move { g.serve(client).await });
                     }
                     // out of descriptors, most likely: the browser's next try may well succeed,
                     // but a guard that stopped accepting would fail every page from now on
@@ -154,14 +341,18 @@ impl Guard {
         log.push_back(o);
     }
 
-    async fn serve(&self, mut client: TcpStream, policy: &Policy) {
+    async fn serve(&self, mut client: TcpStream) {
         let _ = client.set_nodelay(true);
         let Ok(Ok((host, port))) = tokio::time::timeout(STEP_TIMEOUT, handshake(&mut client)).await
         else {
             return;
         };
         let at = Instant::now();
-        let result = connect(&host, port, policy).await;
+        let rules = &*self.rules;
+        let result = match rules.pins.iter().find(|p| p.matches(&host, port)) {
+            Some(pin) => connect_pinned(pin, rules.node.as_ref()).await,
+            None => connect(&host, port, &rules.policy).await,
+        };
         // RFC 1928 replies: succeeded, not allowed by ruleset, host unreachable, refused
         let reply = match &result {
             Ok(_) => 0,
@@ -183,8 +374,10 @@ impl Guard {
         {
             return;
         }
-        if let Ok((_, upstream)) = result {
-            splice(client, upstream).await;
+        match result {
+            Ok((_, Upstream::Kernel(upstream))) => splice(client, upstream).await,
+            Ok((_, Upstream::Mesh(upstream))) => splice(client, upstream).await,
+            Err(_) => {}
         }
     }
 }
@@ -192,9 +385,13 @@ impl Guard {
 /// Copies both ways until both are done. Once one side has finished, the other gets
 /// [`HALF_CLOSE_GRACE`] to finish too: a server that never closes after the browser has gone
 /// must not hold a task and a descriptor forever.
-async fn splice(client: TcpStream, upstream: TcpStream) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut ur, mut uw) = upstream.into_split();
+async fn splice<A, B>(client: A, upstream: B)
+where
+    A: AsyncRead + AsyncWrite + Send,
+    B: AsyncRead + AsyncWrite + Send,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
     let up = async {
         let _ = tokio::io::copy(&mut cr, &mut uw).await;
         let _ = uw.shutdown().await;
@@ -300,16 +497,67 @@ async fn handshake(c: &mut TcpStream) -> std::io::Result<(String, u16)> {
     Ok((host, port))
 }
 
-/// Resolves `host` and connects to the first address the policy allows.
-async fn connect(host: &str, port: u16, policy: &Policy) -> Result<(IpAddr, TcpStream), Refusal> {
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+/// Resolves `host` (an IP literal is taken as it is).
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+    Ok(match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::time::timeout(STEP_TIMEOUT, tokio::net::lookup_host((host, port)))
             .await
             .map_err(|_| Refusal::Unresolved(format!("looking up {host} timed out")))?
             .map_err(|e| Refusal::Unresolved(format!("{host}: {e}")))?
             .collect(),
-    };
+    })
+}
+
+/// Connects to a pin's target, every address of it allowed: through the mesh for an address in
+/// `node`'s overlay prefix, through the kernel otherwise. Addresses are tried in order.
+async fn connect_pinned(
+    pin: &ConnectTo,
+    node: Option<&vantage_mesh::Node>,
+) -> Result<(IpAddr, Upstream), Refusal> {
+    let addrs = resolve(&pin.target_host, pin.target_port).await?;
+    let mut last_error = None;
+    for (i, &a) in addrs.iter().enumerate() {
+        let limit = if i + 1 < addrs.len() {
+            ATTEMPT_TIMEOUT
+        } else {
+            STEP_TIMEOUT
+        };
+        let overlay = match (a, node) {
+            (SocketAddr::V6(v6), Some(n)) if n.prefix().contains(v6.ip()) => Some((v6, n)),
+            _ => None,
+        };
+        let attempt = async {
+            match overlay {
+                Some((v6, n)) => n
+                    .tcp_connect(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0))
+                    .await
+                    .map(Upstream::Mesh)
+                    .map_err(|e| format!("{a} over the mesh: {e}")),
+                None => match TcpStream::connect(a).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        Ok(Upstream::Kernel(s))
+                    }
+                    Err(e) => Err(format!("{a}: {e}")),
+                },
+            }
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(s)) => return Ok((a.ip(), s)),
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => last_error = Some(format!("{a}: timed out")),
+        }
+    }
+    Err(match last_error {
+        Some(e) => Refusal::Unreachable(format!("{e} (pinned by --connect-to {pin})")),
+        None => Refusal::Unresolved(format!("{} has no addresses", pin.target_host)),
+    })
+}
+
+/// Resolves `host` and connects to the first address the policy allows.
+async fn connect(host: &str, port: u16, policy: &Policy) -> Result<(IpAddr, Upstream), Refusal> {
+    let addrs = resolve(host, port).await?;
     let mut first_refused = None;
     let mut last_error = None;
     let allowed: Vec<SocketAddr> = addrs
@@ -331,7 +579,7 @@ async fn connect(host: &str, port: u16, policy: &Policy) -> Result<(IpAddr, TcpS
         match tokio::time::timeout(limit, TcpStream::connect(a)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                return Ok((a.ip(), s));
+                return Ok((a.ip(), Upstream::Kernel(s)));
             }
             Ok(Err(e)) => last_error = Some(format!("{a}: {e}")),
             Err(_) => last_error = Some(format!("{a}: timed out")),
@@ -342,4 +590,100 @@ async fn connect(host: &str, port: u16, policy: &Policy) -> Result<(IpAddr, TcpS
         (None, Some(r)) => r,
         (None, None) => Refusal::Unresolved(format!("{host} has no addresses")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(s: &str) -> ConnectTo {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn err(s: &str) -> String {
+        match s.parse::<ConnectTo>() {
+            Ok(p) => panic!("{s} was accepted as {p:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn connect_to_accepts_names_ipv4_and_bracketed_ipv6() {
+        let p = pin("Demo.Test:80:[FDBC::0001]:8080");
+        assert_eq!(
+            p,
+            ConnectTo {
+                host: "demo.test".into(),
+                port: 80,
+                target_host: "fdbc::1".into(),
+                target_port: 8080,
+            }
+        );
+        assert_eq!(p.to_string(), "demo.test:80:[fdbc::1]:8080");
+        let p = pin("pinned.test:443:127.0.0.1:8443");
+        assert_eq!((p.target_host.as_str(), p.target_port), ("127.0.0.1", 8443));
+        let p = pin("[2001:db8::1]:443:origin.internal:443");
+        assert_eq!(p.host, "2001:db8::1");
+        assert_eq!(p.target_host, "origin.internal");
+        assert_eq!(p.source(), "[2001:db8::1]:443");
+    }
+
+    #[test]
+    fn connect_to_matches_host_case_insensitively_and_the_port_exactly() {
+        let p = pin("pinned.test:80:127.0.0.1:1");
+        assert!(p.matches("pinned.test", 80));
+        assert!(p.matches("PINNED.Test", 80));
+        assert!(!p.matches("pinned.test", 81));
+        assert!(!p.matches("other.test", 80));
+        assert!(!p.matches("127.0.0.1", 80));
+        let p = pin("[2001:db8::1]:80:127.0.0.1:1");
+        assert!(p.matches("2001:db8:0::1", 80));
+        assert!(p.matches("[2001:db8::1]", 80));
+    }
+
+    #[test]
+    fn connect_to_refuses_bad_forms_with_the_syntax() {
+        let shape = "`x` is not HOST:PORT:TARGET_HOST:TARGET_PORT (for example demo.test:80:[fdbc::1]:8080)";
+        assert_eq!(err("x"), shape);
+        for bad in [
+            "a:80",
+            "a:80:b",
+            "a:80:b:1:2",
+            // IPv6 targets go in brackets
+            "a:80:fdbc::1:8080",
+            "a:80:[fdbc::1:8080",
+            "a:80:[fdbc::1]8080",
+        ] {
+            assert!(
+                err(bad).contains("is not HOST:PORT:TARGET_HOST:TARGET_PORT"),
+                "{bad}: {}",
+                err(bad)
+            );
+        }
+        assert_eq!(
+            err("a:0:b:1"),
+            "`a:0:b:1`: PORT `0` is not a port; accepted is 1 to 65535"
+        );
+        assert!(err("a:http:b:1").contains("PORT `http` is not a port"));
+        assert!(err("a:80:b:65536").contains("TARGET_PORT `65536` is not a port"));
+        assert!(err("a:80:b:").contains("TARGET_PORT `` is not a port"));
+        assert!(err("a:80:[1.2.3.4]:1").contains("TARGET_HOST `[1.2.3.4]` is not an IPv6 address"));
+        assert!(err(":80:b:1").contains("HOST `` is not a host name"));
+        assert!(err("a:80:b/c:1").contains("TARGET_HOST `b/c` is not a host name"));
+    }
+
+    #[test]
+    fn connect_to_refuses_the_same_host_and_port_twice() {
+        let all =
+            ConnectTo::parse_all(&["a.test:80:127.0.0.1:1", "", "a.test:81:127.0.0.1:2"]).unwrap();
+        assert_eq!(all.len(), 2);
+        let e = ConnectTo::parse_all(&["a.test:80:127.0.0.1:1", "A.TEST:80:[::1]:2"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "`A.TEST:80:[::1]:2` pins a.test:80 again (already pinned to 127.0.0.1:1); give each HOST:PORT once"
+        );
+        assert!(ConnectTo::parse_all(&["a.test:80:127.0.0.1:1", "x"]).is_err());
+    }
 }
