@@ -33,6 +33,17 @@ pub struct Args {
     /// (e.g. `fdaa:0:1::/48` for a staging app on the same Fly organization).
     #[arg(long = "allow-net", env = "VANTAGE_ALLOW_NETS", value_delimiter = ',')]
     pub allow_nets: Vec<String>,
+    /// Pin a host: `HOST:PORT:TARGET_HOST:TARGET_PORT` (repeatable, or comma-separated in the
+    /// environment), as curl's `--connect-to` and WebPageTest's `setDns`. When the browser asks
+    /// for HOST:PORT (host compared case-insensitively), the egress guard connects to
+    /// TARGET_HOST:TARGET_PORT instead: an IP literal (IPv6 in brackets) or a name the guard
+    /// resolves, e.g. `demo.test:80:[fdbc::1]:8080`. The page keeps HOST in its URL, Host header and
+    /// TLS name. The target may be one of the agent's own networks (the address policy does not
+    /// apply to it); every other host and port stays checked. A target in the mesh's overlay
+    /// prefix is reached through the mesh, so it pays the WAN's RTT. Pins need the guard; with
+    /// --allow-private the guard still runs for them, refusing nothing.
+    #[arg(long = "connect-to", env = "VANTAGE_CONNECT_TO", value_delimiter = ',')]
+    pub connect_to: Vec<String>,
     /// Page-load jobs run at once.
     #[arg(long, env = "VANTAGE_CAPACITY", default_value_t = 2)]
     pub capacity: usize,
@@ -74,6 +85,8 @@ pub struct Config {
     pub chromium: Option<crate::chromium::ChromiumConfig>,
     /// What the browser may connect to; `None` lets it reach everything (`--allow-private`).
     pub egress: Option<crate::egress::Policy>,
+    /// `--connect-to` pins, handled by the egress guard.
+    pub connect_to: Vec<crate::egress::ConnectTo>,
     pub capacity: usize,
     pub queue: usize,
     pub job_port: u16,
@@ -111,20 +124,26 @@ impl Args {
             .collect::<Result<Vec<crate::egress::Net>, _>>()
             .context("invalid VANTAGE_ALLOW_NETS (--allow-net)")?;
         let egress = (!self.allow_private).then_some(crate::egress::Policy { allow });
-        if egress.is_some() {
+        let connect_to = crate::egress::ConnectTo::parse_all(&self.connect_to)
+            .context("invalid VANTAGE_CONNECT_TO (--connect-to)")?;
+        if egress.is_some() || !connect_to.is_empty() {
             let conflicting = self.chrome_args.iter().find(|a| {
                 crate::egress::Guard::CONFLICTING_FLAGS
                     .iter()
                     .any(|f| a.split('=').next() == Some(f))
             });
             if let Some(a) = conflicting {
-                bail!("--chrome-arg {a} would let Chromium around the egress guard; drop it, or turn the guard off with --allow-private");
+                if egress.is_some() {
+                    bail!("--chrome-arg {a} would let Chromium around the egress guard; drop it, or turn the guard off with --allow-private");
+                }
+                bail!("--chrome-arg {a} would let Chromium around the egress guard, which --connect-to needs; drop one of them");
             }
         }
         let controller_keys = parse_controller_keys(&self.controller_keys)?;
         Ok(Config {
             member,
             egress,
+            connect_to,
             chromium: (!self.no_browser).then(|| crate::chromium::ChromiumConfig {
                 path: self.chrome,
                 extra_args: self.chrome_args,

@@ -41,20 +41,6 @@ pub async fn run(
     if let Err(e) = chromium::disable_core_dumps() {
         tracing::warn!(error = %e, "cannot disable core dumps");
     }
-    // the browser reaches the web only through the egress guard, unless it is turned off
-    let guard = match (&config.chromium, &config.egress) {
-        (Some(_), Some(policy)) => Some(
-            egress::Guard::start(policy.clone())
-                .await
-                .context("cannot start the egress guard")?,
-        ),
-        _ => None,
-    };
-    let browser = config.chromium.clone().map(|mut c| {
-        c.extra_args
-            .extend(guard.iter().flat_map(egress::Guard::chromium_flags));
-        Arc::new(chromium::BrowserLink::new(chromium::Supervisor::spawn(c)))
-    });
     let mut own = Tags::new();
     own.insert(tags::ROLE.into(), tags::Role::Agent.as_str().into());
     own.insert(tags::MACHINE.into(), config.member.name.clone());
@@ -63,6 +49,35 @@ pub async fn run(
     let (member, mut events) =
         vantage_fleet::Membership::start(&config.member, &mut own, socket).await?;
     let (node, gossip) = (member.node.clone(), member.gossip.clone());
+    // the browser reaches the web only through the egress guard, unless it is turned off; pins
+    // (--connect-to) need it even then, with a policy that refuses nothing
+    let policy = match (&config.egress, config.connect_to.is_empty()) {
+        (Some(policy), _) => Some(policy.clone()),
+        (None, false) => Some(egress::Policy {
+            allow: vec!["0.0.0.0/0".parse()?, "::/0".parse()?],
+        }),
+        (None, true) => None,
+    };
+    let guard = match (&config.chromium, policy) {
+        (Some(_), Some(policy)) => Some(
+            egress::Guard::start_with(policy, config.connect_to.clone(), Some(node.clone()))
+                .await
+                .context("cannot start the egress guard")?,
+        ),
+        _ => None,
+    };
+    for pin in &config.connect_to {
+        if guard.is_some() {
+            tracing::info!(%pin, "egress guard pins a host (--connect-to)");
+        } else {
+            tracing::warn!(%pin, "--connect-to ignored: there is no browser");
+        }
+    }
+    let browser = config.chromium.clone().map(|mut c| {
+        c.extra_args
+            .extend(guard.iter().flat_map(egress::Guard::chromium_flags));
+        Arc::new(chromium::BrowserLink::new(chromium::Supervisor::spawn(c)))
+    });
     let mut joined_rx = member.join_seeds(&config.member);
     let roles: gateway::Roles = Arc::default();
     let authority = Arc::new(if config.controller_keys.is_empty() {
