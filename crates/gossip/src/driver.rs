@@ -157,15 +157,37 @@ async fn receive_loop<T: Transport>(t: Arc<T>, tx: mpsc::Sender<Input>) {
                     return;
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
+            Err(e) if closed(&e) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "gossip receive failed");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
         }
     }
 }
 
+/// After an error that is not a closed transport, the loops pause this long, so a transport
+/// that fails at once every time cannot spin a core.
+const ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A transport whose node has shut down answers every call at once with this: the loops end.
+fn closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotConnected | std::io::ErrorKind::BrokenPipe
+    )
+}
+
 async fn accept_loop<T: Transport>(t: Arc<T>, tx: mpsc::Sender<Input>) {
     loop {
-        let Ok((mut s, from)) = t.accept().await else {
-            continue;
+        let (mut s, from) = match t.accept().await {
+            Ok(a) => a,
+            Err(e) if closed(&e) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "gossip accept failed");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
+            }
         };
         let tx = tx.clone();
         tokio::spawn(async move {
