@@ -248,14 +248,15 @@ impl Drop for Browser {
     }
 }
 
-/// A fresh user-data-dir, removed on drop.
+/// A fresh user-data-dir, removed on drop. Its name is short because Chromium also makes its
+/// temp files in it (TMPDIR), sockets among them, and a socket path may not exceed 107 bytes.
 struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<Self> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("vantage-chromium-{}-{n}", std::process::id()));
+        let p = std::env::temp_dir().join(format!("vch-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
         Ok(Self(p))
     }
@@ -296,6 +297,9 @@ fn launch(cfg: &ChromiumConfig) -> Result<(Browser, std::process::ChildStderr)> 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // Chromium's own temp files (shared memory, crashpad) go into the profile, which is
+        // removed with it: a browser killed as a group cleans up nothing itself
+        .env("TMPDIR", &profile.0)
         // its own process group, so one signal reaches every renderer and helper
         .process_group(0);
     die_with_parent(&mut cmd);

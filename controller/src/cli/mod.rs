@@ -77,6 +77,9 @@ pub enum Cmd {
     /// Run the controller: a mesh member with the HTTP API, placement and the report store.
     // boxed: the controller's flags dwarf every other command's
     Serve(Box<crate::serve::ServeArgs>),
+    /// Run a whole fleet on this machine (agents "in" several regions behind an emulated WAN),
+    /// load a page from every region and compare them.
+    Demo(crate::demo::DemoArgs),
     /// Load a page from one or more regions and compare them.
     Load(load::LoadArgs),
     /// List the cluster's members (like `serf members`).
@@ -145,6 +148,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Serve(args) => crate::serve::main(args.as_ref().clone())
             .await
             .map_err(CliError::Failed),
+        Cmd::Demo(args) => crate::demo::main(args.clone()).await,
         Cmd::Genkey => {
             println!("{}", keys::genkey());
             Ok(())

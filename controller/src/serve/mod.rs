@@ -57,6 +57,8 @@ pub struct ServeConfig {
     /// `host:port`s the agents reach through a pin (`--connect-to`): the URL check does not
     /// resolve them.
     pub pinned: Vec<(String, u16)>,
+    /// Rejoin the members the store remembers (off for a fleet that is new every time).
+    pub rejoin_known: bool,
 }
 
 impl ServeArgs {
@@ -93,9 +95,13 @@ impl ServeArgs {
             max_attempts: self.max_attempts,
             db_path,
             pinned: Vec::new(),
+            rejoin_known: true,
         })
     }
 }
+
+/// How long open API connections may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
@@ -143,11 +149,14 @@ pub async fn run(
         .with_context(|| format!("cannot open the database {}", config.db_path.display()))?;
     // rejoin the members seen in the last day, as Serf does from its snapshot
     let mut member_config = config.member.clone();
-    for ep in store
-        .known_peers(unix_ms(), 24 * 3600 * 1000)
-        .await
-        .context("cannot read the known members")?
-    {
+    let known = match config.rejoin_known {
+        true => store
+            .known_peers(unix_ms(), 24 * 3600 * 1000)
+            .await
+            .context("cannot read the known members")?,
+        false => Vec::new(),
+    };
+    for ep in known {
         if !member_config.seeds.contains(&ep) {
             member_config.seeds.push(ep);
         }
@@ -178,7 +187,7 @@ pub async fn run(
         tracing::info!(loads = resumed, "resumed loads left in flight");
     }
     let state = api::AppState {
-        orch,
+        orch: orch.clone(),
         token: config.api_token.as_str().into(),
         policy: Arc::new(config.allow.clone()),
         pinned: Arc::new(config.pinned.clone()),
@@ -188,10 +197,30 @@ pub async fn run(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_key = %member.node.public_key(), "controller api listening");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the api server failed")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server =
+        axum::serve(listener, api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    // graceful, but bounded: an event stream of a load that will not finish now would
+    // otherwise hold the shutdown open
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(server) => r.context("the api server failed")?,
+        _ = async {
+            stopped(stop_rx.clone()).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("api connections still open {SHUTDOWN_GRACE:?} after the shutdown began; closing them"),
+    }
+    // (the loads are stopped after the server, so none is accepted in between)
+    // loads in flight stop where they are (recorded as such, resumed by the next run); their
+    // job streams close, so the agents cancel the jobs instead of running them for nobody
+    orch.abort_all();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     tracing::info!("shutting down: leaving the cluster");
     member.gossip.leave().await.ok();
     member.node.shutdown().await;

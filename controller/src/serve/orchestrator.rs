@@ -87,6 +87,8 @@ struct Inner {
     /// Jobs this controller has running on each agent.
     slots: Mutex<HashMap<String, usize>>,
     slot_freed: Notify,
+    /// The tasks of loads in flight.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// A validated load, ready to place.
@@ -116,6 +118,7 @@ impl Orchestrator {
                 live: Mutex::default(),
                 slots: Mutex::default(),
                 slot_freed: Notify::new(),
+                tasks: Mutex::default(),
             }),
         }
     }
@@ -126,6 +129,27 @@ impl Orchestrator {
 
     pub fn fleet(&self) -> Arc<FleetView> {
         self.inner.fleet.borrow().clone()
+    }
+
+    /// Keeps a load's task so that [`Orchestrator::abort_all`] can stop it.
+    fn track(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task.abort_handle());
+    }
+
+    /// Stops every load in flight where it is, closing its job streams (so the agents cancel
+    /// the jobs at once). The store keeps them as in flight, for the next run to resume.
+    pub fn abort_all(&self) {
+        for t in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
@@ -181,7 +205,7 @@ impl Orchestrator {
         self.emit(&id, LoadEvent::Queued { id: id.clone() });
         let me = self.clone();
         let plans = (!plans.is_empty()).then_some(plans);
-        tokio::spawn(async move { me.run_load(id, v, plans).await });
+        self.track(tokio::spawn(async move { me.run_load(id, v, plans).await }));
         Ok(status.id)
     }
 
@@ -219,9 +243,9 @@ impl Orchestrator {
             self.inner.store.put_load(&status).await?;
             let me = self.clone();
             if settled {
-                tokio::spawn(async move { me.finish(&id, None).await });
+                self.track(tokio::spawn(async move { me.finish(&id, None).await }));
             } else {
-                tokio::spawn(async move { me.run_load(id, v, None).await });
+                self.track(tokio::spawn(async move { me.run_load(id, v, None).await }));
             }
         }
         Ok(n)
@@ -323,16 +347,13 @@ impl Orchestrator {
         if let Err(e) = r {
             tracing::error!(load = %id, error = %e, "cannot record the load as running");
         }
-        let tasks: Vec<_> = plans
-            .into_iter()
-            .map(|p| {
-                let (me, id, v) = (self.clone(), id.clone(), v.clone());
-                tokio::spawn(async move { me.run_target(&id, &v, p, start_at).await })
-            })
-            .collect();
-        for t in tasks {
-            let _ = t.await;
+        // a JoinSet, so aborting the load (controller shutdown) aborts its regions too
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in plans {
+            let (me, id, v) = (self.clone(), id.clone(), v.clone());
+            tasks.spawn(async move { me.run_target(&id, &v, p, start_at).await });
         }
+        while tasks.join_next().await.is_some() {}
         self.finish(&id, None).await;
     }
 
@@ -378,16 +399,10 @@ impl Orchestrator {
     fn fanout_lead(&self, plans: &[Plan]) -> Duration {
         const UNSETTLED_RTT: Duration = Duration::from_millis(600);
         let view = self.fleet();
-        let me = view.coordinate(&view.me);
         let worst = plans
             .iter()
             .filter_map(|p| p.agents.first())
-            .map(|a| match (me, view.coordinate(a)) {
-                (Some(m), Some(c)) if m.error() < 0.5 && c.error() < 0.5 => {
-                    vantage_gossip::coordinate::estimate_rtt(m, c)
-                }
-                _ => UNSETTLED_RTT,
-            })
+            .map(|a| view.settled_rtt(&view.me, a).unwrap_or(UNSETTLED_RTT))
             .max()
             .unwrap_or(UNSETTLED_RTT);
         (worst * 3 + Duration::from_millis(600))
@@ -564,10 +579,7 @@ impl Orchestrator {
             .get(vantage_fleet::tags::REGION)
             .cloned()
             .unwrap_or_default();
-        let rtt = view
-            .coordinate(&view.me)
-            .zip(view.coordinate(agent))
-            .map(|(a, b)| vantage_gossip::coordinate::estimate_rtt(a, b));
+        let rtt = view.settled_rtt(&view.me, agent);
         let _slot = Slot::take(self, agent);
         let number = {
             let recorded = self
@@ -680,9 +692,8 @@ impl Orchestrator {
     ) {
         let view = self.fleet();
         let estimated_rtt_ms = view
-            .coordinate(&view.me)
-            .zip(view.coordinate(agent))
-            .map(|(a, b)| vantage_gossip::coordinate::estimate_rtt(a, b).as_secs_f64() * 1e3);
+            .settled_rtt(&view.me, agent)
+            .map(|d| d.as_secs_f64() * 1e3);
         // the report and the target's new state go in one transaction, in the load's order
         let Some(write) = self.writer(id) else { return };
         let order = write.lock().await;

@@ -82,6 +82,9 @@ pub struct MemberConfig {
     pub gossip_port: u16,
     pub gossip_profile: vantage_gossip::Profile,
     pub data_dir: PathBuf,
+    /// Print membership changes on stdout as Serf's agent does (off for members embedded in a
+    /// command whose stdout is its output, such as `vantage demo`).
+    pub echo_events: bool,
 }
 
 impl MemberArgs {
@@ -172,6 +175,7 @@ impl MemberArgs {
             gossip_port: self.gossip_port,
             gossip_profile,
             data_dir: self.data_dir,
+            echo_events: true,
         })
     }
 }

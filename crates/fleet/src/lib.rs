@@ -29,6 +29,7 @@ pub struct Membership {
     pub node: Node,
     pub gossip: GossipHandle,
     pub name: String,
+    echo: bool,
 }
 
 impl Membership {
@@ -66,6 +67,7 @@ impl Membership {
                 node,
                 gossip,
                 name: config.name.clone(),
+                echo: config.echo_events,
             },
             events,
         ))
@@ -101,7 +103,14 @@ impl Membership {
     /// Keeps the mesh in step with one membership event, and reports it on stdout in the form
     /// Serf's agent logs it.
     pub async fn follow(&self, e: &Event) {
-        follow_event(&self.node, &self.name, e).await
+        if self.echo {
+            echo_event(e);
+        }
+        if let Event::Joined(m) | Event::Updated(m) = e {
+            if m.name != self.name {
+                add_member_peer(&self.node, m).await;
+            }
+        }
     }
 }
 
@@ -123,9 +132,8 @@ async fn fly_seeds(fly: &FlySeeds) -> Vec<std::net::SocketAddr> {
     found
 }
 
-/// Keeps the mesh in step with the membership, and reports changes on stdout in the form Serf's
-/// agent logs them.
-pub async fn follow_event(node: &Node, me: &str, e: &Event) {
+/// Prints a membership change on stdout in the form Serf's agent logs it.
+pub fn echo_event(e: &Event) {
     match e {
         Event::Joined(m) | Event::Updated(m) => {
             let kind = if matches!(e, Event::Joined(_)) {
@@ -139,9 +147,6 @@ pub async fn follow_event(node: &Node, me: &str, e: &Event) {
                 m.addr.ip(),
                 m.tags.get(tag::REGION).map_or("?", |s| s)
             );
-            if m.name != me {
-                add_member_peer(node, m).await;
-            }
         }
         Event::Failed { name } => println!("EventMemberFailed: {name}"),
         Event::Left { name } => println!("EventMemberLeave: {name}"),

