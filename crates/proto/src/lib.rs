@@ -13,6 +13,6 @@ pub use job::{
     MAX_TIMEOUT_MS,
 };
 pub use report::{
-    ConsoleEntry, HarTimings, Lcp, LongTask, NavTiming, Redirect, Report, Request, Run, RunView,
-    Stats, Summary, TbtWindow, MEDIAN_RULE, SCHEMA_VERSION,
+    ConsoleEntry, HarTimings, Header, Lcp, LongTask, NavTiming, Redirect, Report, Request, Run,
+    RunView, Stats, Summary, TbtWindow, MEDIAN_RULE, SCHEMA_VERSION,
 };

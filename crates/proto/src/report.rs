@@ -148,6 +148,29 @@ pub struct Request {
     /// Decoded body bytes.
     pub body_bytes: u64,
     pub failed: Option<String>,
+    /// HTTP status text of the response (`OK`, `Not Found`); empty when none arrived or HTTP/2+.
+    #[serde(default)]
+    pub status_text: String,
+    /// Request headers as the browser sent them (from `Network.requestWillBeSentExtraInfo` when
+    /// Chromium reports it, which includes cookies; otherwise the headers it planned to send).
+    /// Empty when not captured; capped per request, the cut said in the run's `omitted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers: Vec<Header>,
+    /// Response headers as received (`Network.responseReceivedExtraInfo` when reported, which
+    /// includes `set-cookie`; otherwise `Network.responseReceived`'s). Empty when not captured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<Header>,
+    /// The request was never finished: no `loadingFinished` or `loadingFailed` arrived before the
+    /// run ended, so its receive phase and sizes are what had been seen until then.
+    #[serde(default)]
+    pub unfinished: bool,
+}
+
+/// One HTTP header, name as the browser reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
 }
 
 /// HAR 1.2 phases in ms; `None` where a phase does not apply.
