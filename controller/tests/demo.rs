@@ -14,6 +14,9 @@ use vantage_wan::Matrix;
 
 const REGIONS: [&str; 4] = ["sin", "ams", "iad", "syd"];
 
+/// A region, its RTT to the origin region and the run's connect and TTFB, in ms.
+type Row = (&'static str, f64, f64, f64);
+
 fn scratch(name: &str) -> PathBuf {
     // short: Chromium puts sockets under TMPDIR, and socket paths are limited to 107 bytes
     let d = std::env::temp_dir().join(format!("vdt-{name}-{}", std::process::id()));
@@ -88,7 +91,7 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
     assert_eq!(s.state, LoadState::Done, "{s:#?}");
     assert_eq!(s.reports.len(), 4, "{s:#?}");
     let m = Matrix::builtin();
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for region in REGIONS {
         let r = s
             .reports
@@ -101,36 +104,35 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
         rows.push((region, rtt, run.timing.connect_ms, run.timing.ttfb_ms));
     }
     eprintln!("region, rtt to iad, connect, ttfb: {rows:?}");
-    // farther is slower: regions whose RTTs to iad differ by more than 50 ms keep their order
-    // in TTFB (sin and syd, 15 ms apart, may swap under scheduling noise)
-    for a in &rows {
-        for b in &rows {
-            if b.1 - a.1 > 50.0 {
-                assert!(
-                    a.3 < b.3,
-                    "TTFB from {} ({:.0} ms) is not below {} ({:.0} ms): {rows:?}",
-                    a.0,
-                    a.3,
-                    b.0,
-                    b.3
-                );
-            }
-        }
-    }
-    // the connect phase and TTFB carry the emulated RTT (not asserted to 25% yet: on this
-    // machine Chromium's connect/TTFB split through the guard is not yet stable; see the
-    // session note)
+    // farther is slower: TTFB keeps the matrix order of RTT to the origin region
+    let mut by_rtt = rows.clone();
+    by_rtt.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut by_ttfb = rows.clone();
+    by_ttfb.sort_by(|a, b| a.3.total_cmp(&b.3));
+    let order = |v: &[Row]| v.iter().map(|r| r.0).collect::<Vec<_>>();
+    assert_eq!(
+        order(&by_ttfb),
+        order(&by_rtt),
+        "TTFB order is not the RTT order: {rows:?}"
+    );
+    // the connect phase and TTFB less the server's think time each carry one emulated RTT, to
+    // ±25%, for at least 3 of 4 regions (the origin's own region has a sub-millisecond RTT,
+    // which no percentage of scheduling noise can match)
+    let within = |measured: f64, rtt: f64| (measured - rtt).abs() <= 0.25 * rtt;
+    let mut good = 0;
     for (region, rtt, connect, ttfb) in &rows {
+        let wait = ttfb - DOC_THINK_MS as f64;
+        let ok = within(*connect, *rtt) && within(wait, *rtt);
         eprintln!(
-            "{region}: rtt {rtt:.0} ms, connect {connect:.0} ms, ttfb - server {:.0} ms",
-            ttfb - DOC_THINK_MS as f64
+            "{region}: rtt {rtt:.1} ms, connect {connect:.1} ms, ttfb - server {wait:.1} ms: {}",
+            if ok { "within 25%" } else { "outside 25%" }
         );
-        assert!(
-            connect + ttfb >= 2.0 * rtt * 0.75,
-            "{region}: connect + TTFB {:.0} ms below two RTTs",
-            connect + ttfb
-        );
+        good += usize::from(ok);
     }
+    assert!(
+        good >= 3,
+        "connect and TTFB - server within 25% of the RTT for only {good} of 4 regions: {rows:?}"
+    );
     assert_nothing_left(&dir);
     std::fs::remove_dir_all(&dir).unwrap();
 }

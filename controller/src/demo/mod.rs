@@ -427,15 +427,23 @@ async fn wait_ready(client: &Client, plan: &Plan, fleet: &mut Fleet) -> Result<(
                     .any(|i| &i.region == *r && i.healthy_agents > 0)
             })
             .collect();
-        let line = format!(
+        // the built-in origin's tunnels to the agents; a URL elsewhere needs none
+        let tunnels = match &fleet.origin {
+            Some(o) => Some(o.warm_tunnels().await.map_err(CliError::Failed)?.0),
+            None => None,
+        };
+        let mut line = format!(
             "waiting for the fleet: {joined}/{want} agents joined, {}/{want} browsers ready",
             ready.len()
         );
+        if let Some(up) = tunnels {
+            line.push_str(&format!(", {up}/{want} tunnels to the origin up"));
+        }
         if line != last {
             eprintln!("{line}");
             last = line;
         }
-        if ready.len() == want {
+        if ready.len() == want && tunnels.is_none_or(|up| up >= want) {
             eprintln!("fleet ready in {:.1} s", started.elapsed().as_secs_f64());
             return Ok(());
         }

@@ -14,12 +14,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vantage_fleet::{tags, MemberConfig, Membership};
 use vantage_gossip::Tags;
-use vantage_mesh::{PublicKey, TcpListener, TcpStream};
+use vantage_mesh::{PublicKey, TcpListener, TcpStream, UdpSocket};
 
 use super::site;
 
 /// The `role` tag value of the demo origin (not a [`tags::Role`]: nothing places work on it).
 pub const ROLE_ORIGIN: &str = "origin";
+
+/// A session younger than this needs no handshake before the next packet (WireGuard's
+/// REKEY_AFTER_TIME is 120 s; its 25 s keepalive keeps member sessions fresh from then on).
+const SESSION_FRESH: Duration = Duration::from_secs(100);
+/// The overlay port [`OriginHandle::warm_tunnels`] sends to: discard, which no member serves.
+const NUDGE_PORT: u16 = 9;
 
 /// How long [`OriginHandle::stop`] waits for open connections to finish.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -29,6 +35,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct OriginHandle {
     membership: Membership,
     port: u16,
+    nudge: UdpSocket,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
     follower: JoinHandle<()>,
@@ -53,6 +60,14 @@ pub async fn start(
             membership.gossip.leave().await.ok();
             membership.node.shutdown().await;
             return Err(e).with_context(|| format!("cannot listen on overlay TCP port {port}"));
+        }
+    };
+    let nudge = match membership.node.udp_bind(0).await {
+        Ok(u) => u,
+        Err(e) => {
+            membership.gossip.leave().await.ok();
+            membership.node.shutdown().await;
+            return Err(e).context("cannot bind an overlay UDP socket");
         }
     };
     let follower = {
@@ -85,6 +100,7 @@ pub async fn start(
     Ok(OriginHandle {
         membership,
         port,
+        nudge,
         stop,
         server,
         follower,
@@ -115,6 +131,41 @@ impl OriginHandle {
     /// The underlay endpoint others send to (a seed for them).
     pub fn advertise_addr(&self) -> SocketAddr {
         self.membership.node.advertise_addr()
+    }
+
+    /// Counts the agents (members with `role=agent`) that have a live WireGuard session with the
+    /// origin, and nudges each one that has none with one overlay datagram, which starts a
+    /// handshake. A real origin never asks a browser for a WireGuard handshake, so a page load's
+    /// first connection must pay the emulated RTT and nothing more: the demo waits for these
+    /// tunnels before it loads. Returns `(up, agents)`.
+    pub async fn warm_tunnels(&self) -> Result<(usize, usize)> {
+        let node = &self.membership.node;
+        let members = self.membership.gossip.members().await?;
+        let peers = node.peers().await?;
+        let mut up = 0;
+        let mut agents = 0;
+        for m in members.iter().filter(|m| {
+            m.state == vantage_gossip::State::Alive
+                && m.tags.get(tags::ROLE).map(String::as_str) == Some(tags::Role::Agent.as_str())
+        }) {
+            let Some(key) = vantage_fleet::member_key(m) else {
+                continue;
+            };
+            agents += 1;
+            let live = peers
+                .iter()
+                .find(|p| p.key == key)
+                .and_then(|p| p.last_handshake)
+                .is_some_and(|age| age < SESSION_FRESH);
+            if live {
+                up += 1;
+                continue;
+            }
+            let to = SocketAddrV6::new(node.prefix().address_of(&key), NUDGE_PORT, 0, 0);
+            // an unbound port: the datagram only has to make the mesh open a session
+            let _ = self.nudge.send_to(b"warm", to).await;
+        }
+        Ok((up, agents))
     }
 
     /// The member: its node and gossip.
