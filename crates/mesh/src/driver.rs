@@ -25,8 +25,14 @@ use crate::{Counters, MeshError};
 const TICK: Duration = Duration::from_millis(250);
 /// Underlay datagrams handled before the stack is polled again.
 const RECV_BATCH: usize = 128;
-/// Listening sockets kept ready per port, so a burst of SYNs is not reset.
-const BACKLOG: usize = 4;
+/// Listening sockets kept ready per port. smoltcp has no SYN queue: a SYN that finds no socket
+/// in LISTEN is reset, and one batch of underlay datagrams can carry several browsers' six
+/// connections at once. Their buffers are zeroed allocations the kernel maps lazily, so a ready
+/// socket costs address space, not memory.
+const BACKLOG: usize = 32;
+/// Handshakes in progress per port beyond which no socket is made ready (a SYN flood from a peer
+/// is then reset instead of growing the socket set).
+const HALF_OPEN: usize = 64;
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 pub(crate) fn spawn(config: NodeConfig, socket: std::net::UdpSocket) -> Result<Node, MeshError> {

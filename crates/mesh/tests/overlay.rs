@@ -109,3 +109,49 @@ async fn ipv6_and_dual_stack_underlay() {
         "endpoints are kept in canonical IPv4 form"
     );
 }
+
+/// A browser opens six connections at once, and several agents do so together: a burst of SYNs
+/// larger than the listening sockets kept ready must be accepted, not reset (the demo's origin
+/// refused some of a page's first connections before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connections_is_accepted() {
+    const BURST: usize = 24;
+    let a = start(31);
+    let b = start(32);
+    full_mesh(&[&a, &b]).await;
+    let listener = b.tcp_listen(5002).await.unwrap();
+    let to = listener.local_addr();
+    // a first connection completes the handshake, so the burst meets the listener all at once
+    within("warm-up", 10, tcp_roundtrip_accepting(&a, &listener, to)).await;
+    let connects: Vec<_> = (0..BURST)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.tcp_connect(to).await })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for (i, c) in connects.into_iter().enumerate() {
+        if let Err(e) = within("connect", 20, c).await.unwrap() {
+            refused.push(format!("connection {i}: {e}"));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "{} of {BURST} connections failed: {refused:#?}",
+        refused.len()
+    );
+    for _ in 0..BURST {
+        within("accept", 10, listener.accept()).await.unwrap();
+    }
+}
+
+/// Connects once to `to` and accepts it on `listener`.
+async fn tcp_roundtrip_accepting(
+    from: &vantage_mesh::Node,
+    listener: &vantage_mesh::TcpListener,
+    to: std::net::SocketAddrV6,
+) {
+    let (c, s) = tokio::join!(from.tcp_connect(to), listener.accept());
+    c.unwrap();
+    s.unwrap();
+}

@@ -82,8 +82,13 @@ impl Driver {
                     _ => accepted.push(h),
                 }
             }
+            // a socket in SYN-RECEIVED takes no SYN: refill by those still in LISTEN
+            let listening = keep
+                .iter()
+                .filter(|h| self.sockets.get::<tcp::Socket<'_>>(**h).state() == tcp::State::Listen)
+                .count();
+            let half_open = keep.len() - listening;
             entry.sockets = keep;
-            let listening = entry.sockets.len();
             let shared = entry.shared.clone();
             for h in accepted {
                 progress = true;
@@ -115,7 +120,8 @@ impl Driver {
                 }
             }
             let mut fresh = Vec::new();
-            for _ in listening..super::BACKLOG {
+            let room = super::HALF_OPEN.saturating_sub(half_open);
+            for _ in listening..super::BACKLOG.min(listening + room) {
                 fresh.extend(self.new_listen_socket(port));
             }
             if let Some(entry) = self.listeners.get_mut(&port) {
