@@ -101,6 +101,18 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
             .unwrap_or_else(|| panic!("no report from {region}"));
         let run = &r.report.runs[0];
         assert!(run.error.is_none(), "{region}: {:?}", run.error);
+        // every resource of the page arrived (the origin once reset a burst of connections)
+        let failed: Vec<_> = run
+            .requests
+            .iter()
+            .filter_map(|q| q.failed.as_ref().map(|f| format!("{}: {f}", q.url)))
+            .collect();
+        assert!(failed.is_empty(), "{region}: requests failed: {failed:#?}");
+        assert!(
+            run.console_errors.is_empty(),
+            "{region}: console errors: {:#?}",
+            run.console_errors
+        );
         let rtt = m.rtt(region, "iad").unwrap().as_secs_f64() * 1e3;
         rows.push((
             region,
