@@ -122,7 +122,8 @@ pub struct PeerStats {
 
 pub(crate) enum Command {
     AddPeer(PeerConfig, oneshot::Sender<Result<(), MeshError>>),
-    RemovePeer(PublicKey, oneshot::Sender<bool>),
+    /// The key, and whether to bar it from just-in-time admission.
+    RemovePeer(PublicKey, bool, oneshot::Sender<bool>),
     Peers(oneshot::Sender<Vec<PeerStats>>),
     Counters(oneshot::Sender<Counters>),
     Lookup(
@@ -220,7 +221,14 @@ impl Node {
     /// Returns whether it was known.
     pub async fn remove_peer(&self, key: &PublicKey) -> Result<bool, MeshError> {
         let key = *key;
-        self.call(|tx| Command::RemovePeer(key, tx)).await
+        self.call(|tx| Command::RemovePeer(key, true, tx)).await
+    }
+
+    /// Removes a peer without barring it: it may contact this node again and be admitted
+    /// just-in-time (a member that left and comes back). Returns whether it was known.
+    pub async fn forget_peer(&self, key: &PublicKey) -> Result<bool, MeshError> {
+        let key = *key;
+        self.call(|tx| Command::RemovePeer(key, false, tx)).await
     }
 
     pub async fn peers(&self) -> Result<Vec<PeerStats>, MeshError> {

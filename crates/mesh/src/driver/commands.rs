@@ -26,8 +26,8 @@ impl Driver {
             Command::AddPeer(p, reply) => {
                 let _ = reply.send(self.add_peer(p, now));
             }
-            Command::RemovePeer(key, reply) => {
-                let known = self.peers.remove(&key, true).is_some();
+            Command::RemovePeer(key, block, reply) => {
+                let known = self.peers.remove(&key, block).is_some();
                 let _ = reply.send(known);
             }
             Command::Peers(reply) => {
