@@ -397,6 +397,7 @@ impl Driver {
         let is_data = matches!(decap, Decap::Tunnel(..) | Decap::Keepalive);
         match decap {
             Decap::Network(reply) => {
+                peer.handshakes += 1;
                 self.underlay.send(reply, src, &mut self.counters);
                 while let Some(queued) = peer.session.flush(&mut self.enc_buf) {
                     self.underlay.send(queued, src, &mut self.counters);
@@ -474,7 +475,6 @@ impl Driver {
         }
         let mut expired = Vec::new();
         for peer in self.peers.iter_mut() {
-            peer.observe_handshake();
             match peer.session.tick(&mut self.enc_buf) {
                 Tick::Network(d) => {
                     if let Some(ep) = peer.endpoint {

@@ -116,7 +116,8 @@ pub struct PeerStats {
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub admission: Admission,
-    /// Handshakes completed with this peer (counted at 250 ms granularity).
+    /// Handshakes completed with this peer, counted as they happen: initiations from it that this
+    /// node answered, and its responses to this node's initiations.
     pub handshakes: u64,
 }
 

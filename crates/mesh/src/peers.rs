@@ -31,9 +31,8 @@ pub(crate) struct Peer {
     pub(crate) keepalive: Option<u16>,
     pub(crate) session: Session,
     pub(crate) admission: Admission,
-    /// Completed handshakes seen so far, and the session age at the last look.
+    /// Handshakes completed: initiations from the peer we answered, and responses to ours.
     pub(crate) handshakes: u64,
-    pub(crate) last_age: Option<Duration>,
     /// When authenticated traffic last arrived (from `endpoint`).
     pub(crate) heard: Option<Instant>,
     /// When the next persistent keepalive is due; the driver's tick sends it.
@@ -56,7 +55,6 @@ impl Peer {
             session,
             admission,
             handshakes: 0,
-            last_age: None,
             heard: None,
             next_keepalive: None,
         }
@@ -103,20 +101,6 @@ impl Peer {
             }
             _ => false,
         }
-    }
-
-    /// Counts a handshake when the session got younger since the last look (called every tick).
-    pub(crate) fn observe_handshake(&mut self) {
-        let age = self.session.since_handshake();
-        let renewed = match (self.last_age, age) {
-            (None, Some(_)) => true,
-            (Some(before), Some(now)) => now < before,
-            _ => false,
-        };
-        if renewed {
-            self.handshakes += 1;
-        }
-        self.last_age = age;
     }
 }
 

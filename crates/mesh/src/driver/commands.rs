@@ -110,7 +110,6 @@ impl Driver {
         self.peers
             .iter_mut()
             .map(|p| {
-                p.observe_handshake();
                 let (tx_bytes, rx_bytes) = p.session.bytes();
                 PeerStats {
                     key: p.key,
