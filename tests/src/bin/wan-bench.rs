@@ -5,6 +5,9 @@
 //!
 //! `cargo run --release -p vantage-tests --bin wan-bench -- [--rtt-ms 250] [--secs 15] [--loss 0,0.5,2]`
 //!
+//! With `WAN_BENCH_DEBUG` set, each overlay run also prints both nodes' WireGuard payload bytes and
+//! drop counters and the emulator's link stats (retransmissions show as tx above rx).
+//!
 //! The last line is the 0.5% loss case:
 //! `wan-bench rtt_ms=250 loss_pct=0.5 ours_mbps=<n> kernel_mbps=<n> ratio=<ours/kernel>`
 
@@ -136,6 +139,19 @@ async fn ours(args: &Args, loss_pct: f64) -> Result<f64> {
         .context("overlay connect through the emulator took over 30 s")??;
     send_until(s, &done).await?;
     let mbps = receiver.await??;
+    if std::env::var_os("WAN_BENCH_DEBUG").is_some() {
+        for n in &nodes {
+            let p = n.peers().await?;
+            eprintln!(
+                "node {}: tx {} rx {} bytes; {:?}",
+                n.public_key().short(),
+                p[0].tx_bytes,
+                p[0].rx_bytes,
+                n.counters().await?
+            );
+        }
+        eprintln!("emulator: {:?}", wan.stats());
+    }
     for n in &nodes {
         n.shutdown().await;
     }
