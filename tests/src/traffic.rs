@@ -87,3 +87,50 @@ pub async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
 pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
+
+/// Reads for `window` from the first byte on and returns the goodput in Mbit/s. The stream is
+/// then dropped: a slow sender's backlog is not waited for.
+pub async fn goodput_sink<S: AsyncRead + Unpin>(
+    mut s: S,
+    window: Duration,
+) -> std::io::Result<f64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let first = s.read(&mut buf).await?;
+    let start = Instant::now();
+    let mut total = first as u64;
+    let deadline = tokio::time::Instant::from_std(start + window);
+    while let Ok(n) = tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+        match n? {
+            0 => break,
+            n => total += n as u64,
+        }
+    }
+    Ok(total as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+/// Writes until `done` is set (by the [`goodput_sink`] side); errors after that are the receiver
+/// going away and end the send quietly.
+pub async fn send_until<S: AsyncWrite + Unpin>(
+    mut s: S,
+    done: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let chunk = vec![0x5au8; 64 * 1024];
+    while !done.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(500), s.write_all(&chunk)).await {
+            Ok(Err(e)) if !done.load(Ordering::Relaxed) => return Err(e),
+            Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on a new current-thread runtime (for threads inside a network namespace).
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}

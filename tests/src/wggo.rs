@@ -128,6 +128,28 @@ impl WgGo {
         self.wg(&args, Some(&psk.to_base64()))
     }
 
+    /// Makes `self` and `other` peers of each other with `psk`: `self` reaches `other` at
+    /// `other_at`, and `other` reaches `self` at `self_at`.
+    pub fn pair_with(
+        &self,
+        other: &WgGo,
+        other_at: SocketAddr,
+        self_at: SocketAddr,
+        psk: &PresharedKey,
+    ) -> Result<()> {
+        for (me, peer, at) in [(self, other, other_at), (other, self, self_at)] {
+            me.add_peer(
+                &WgPeer {
+                    key: peer.key.public_key(),
+                    endpoint: Some(at),
+                    overlay: peer.overlay,
+                },
+                psk,
+            )?;
+        }
+        Ok(())
+    }
+
     /// `wg show <iface> latest-handshakes` as (peer, unix seconds).
     pub fn latest_handshakes(&self) -> Result<Vec<(String, u64)>> {
         let out = Command::new("ip")

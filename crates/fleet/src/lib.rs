@@ -6,7 +6,9 @@ pub mod config;
 pub mod fly;
 pub mod tags;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV6};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,6 +32,8 @@ pub struct Membership {
     pub gossip: GossipHandle,
     pub name: String,
     echo: bool,
+    /// Each member's WireGuard key by name: Left and Reaped events carry only the name.
+    keys: Arc<Mutex<HashMap<String, PublicKey>>>,
 }
 
 impl Membership {
@@ -68,6 +72,7 @@ impl Membership {
                 gossip,
                 name: config.name.clone(),
                 echo: config.echo_events,
+                keys: Arc::default(),
             },
             events,
         ))
@@ -106,10 +111,42 @@ impl Membership {
         if self.echo {
             echo_event(e);
         }
-        if let Event::Joined(m) | Event::Updated(m) = e {
-            if m.name != self.name {
+        match e {
+            Event::Joined(m) | Event::Updated(m) if m.name != self.name => {
+                let replaced = member_key(m).and_then(|k| self.remember(&m.name, Some(k)));
+                if let Some(old) = replaced {
+                    // same name, new key: the member restarted with a new identity
+                    self.forget_peer(&m.name, &old).await;
+                }
                 add_member_peer(&self.node, m).await;
             }
+            // a failed member keeps its peer: it may come back, and gossip tries to reconnect
+            Event::Left { name } | Event::Reaped { name } if *name != self.name => {
+                if let Some(key) = self.remember(name, None) {
+                    self.forget_peer(name, &key).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records (or with `None` drops) a member's key; returns the key it replaced, if different.
+    fn remember(&self, name: &str, key: Option<PublicKey>) -> Option<PublicKey> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let old = match key {
+            Some(k) => keys.insert(name.to_owned(), k),
+            None => keys.remove(name),
+        };
+        old.filter(|o| Some(*o) != key)
+    }
+
+    /// Drops a departed member's WireGuard session (no more keepalives or handshake retries),
+    /// without barring it: if it comes back it is admitted and re-added as before.
+    async fn forget_peer(&self, name: &str, key: &PublicKey) {
+        match self.node.forget_peer(key).await {
+            Ok(true) => tracing::debug!(member = %name, "mesh peer removed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(member = %name, error = %e, "cannot remove mesh peer"),
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::node::{Command, Node, NodeConfig, NodeInfo};
 use crate::peers::{Admission, Peer, Peers};
 use crate::tcp::{self as tcpx, SharedListener, SharedStream, TcpStream, Wake};
 use crate::udp::SharedUdp;
-use crate::wg::{self, Decap, Identity, Initiator, Kind, Tick};
+use crate::wg::{self, Decap, Identity, Initiator, Kind, Screened, Tick};
 use crate::{Counters, MeshError};
 
 const TICK: Duration = Duration::from_millis(250);
@@ -305,9 +305,26 @@ impl Driver {
         match wg::classify(data) {
             Kind::Lookup => self.lookup_datagram(src, data, now),
             Kind::Junk => self.counters.junk += 1,
+            Kind::Response(index) => {
+                if self.peers.get(index).is_none() {
+                    self.counters.rejected += 1;
+                    return;
+                }
+                match self.ident.screen(src, data, &mut self.enc_buf) {
+                    Screened::Pass(_) => self.decapsulate(index, src, data, now),
+                    Screened::CookieReply(cookie) => {
+                        self.counters.cookies_sent += 1;
+                        self.underlay.send(cookie, src, &mut self.counters);
+                    }
+                    Screened::Rejected(e) => {
+                        tracing::trace!(%src, error = ?e, "rejected handshake response");
+                        self.counters.rejected += 1;
+                    }
+                }
+            }
             Kind::ForIndex(index) => {
                 if self.peers.get(index).is_some() {
-                    self.decapsulate(index, src, data);
+                    self.decapsulate(index, src, data, now);
                 } else {
                     self.counters.rejected += 1;
                 }
@@ -339,7 +356,7 @@ impl Driver {
                         None => return,
                     },
                 };
-                self.decapsulate(index, src, data);
+                self.decapsulate(index, src, data, now);
             }
         }
     }
@@ -357,38 +374,44 @@ impl Driver {
             return None;
         }
         let index = self.peers.fresh_index();
-        let peer = Peer {
+        let peer = Peer::new(
             key,
-            overlay: self.info.prefix.address_of(&key),
-            endpoint: Some(src),
-            keepalive: None,
-            session: self.ident.session(&key, index, None),
-            admission: Admission::Pending {
+            self.info.prefix.address_of(&key),
+            Some(src),
+            self.ident.session(&key, index),
+            Admission::Pending {
                 deadline: now + cfg.timeout,
             },
-            handshakes: 0,
-            last_age: None,
-        };
+        );
         self.peers.insert(index, peer);
         self.counters.admitted += 1;
         tracing::debug!(peer = %key.short(), %src, "admitted unknown initiator on probation");
         Some(index)
     }
 
-    fn decapsulate(&mut self, index: u32, src: SocketAddr, data: &[u8]) {
+    /// Hands a datagram to its peer's session. Only what the session authenticated moves the
+    /// peer's endpoint or confirms a probationary peer.
+    fn decapsulate(&mut self, index: u32, src: SocketAddr, data: &[u8], now: Instant) {
         let Some(peer) = self.peers.get_mut(index) else {
             return;
         };
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.resize(wg::SCRATCH_LEN, 0);
-        let mut authentic = data[0] != 3; // cookie replies prove nothing about the sender
         let mut inner = None;
-        match peer.session.decapsulate(src.ip(), data, &mut buf) {
+        let decap = peer.session.decapsulate(src.ip(), data, &mut buf);
+        let authentic = decap.authenticated();
+        let is_data = matches!(decap, Decap::Tunnel(..) | Decap::Keepalive);
+        match decap {
             Decap::Network(reply) => {
+                peer.handshakes += 1;
                 self.underlay.send(reply, src, &mut self.counters);
                 while let Some(queued) = peer.session.flush(&mut self.enc_buf) {
                     self.underlay.send(queued, src, &mut self.counters);
                 }
+            }
+            Decap::Cookie(reply) => {
+                self.counters.cookies_sent += 1;
+                self.underlay.send(reply, src, &mut self.counters);
             }
             Decap::Tunnel(packet, from) => {
                 let to = (packet.len() >= 40).then(|| {
@@ -402,18 +425,17 @@ impl Driver {
                     inner = Some(packet.len());
                 }
             }
-            Decap::Done => {}
+            Decap::Keepalive | Decap::Done => {}
             Decap::Failed(e) => {
                 tracing::trace!(peer = %peer.key.short(), error = ?e, "rejected datagram");
                 self.counters.rejected += 1;
-                authentic = false;
             }
         }
-        if authentic && peer.endpoint != Some(src) {
-            tracing::debug!(peer = %peer.key.short(), from = ?peer.endpoint, to = %src, "peer roamed");
-            peer.endpoint = Some(src);
+        if authentic {
+            if let Some(from) = peer.heard_from(src, now) {
+                tracing::debug!(peer = %peer.key.short(), ?from, to = %src, "peer roamed");
+            }
         }
-        let is_data = data[0] == 4;
         match inner {
             Some(len) => {
                 buf.truncate(len);
@@ -422,7 +444,7 @@ impl Driver {
             None => self.pool.push(buf),
         }
         // a data packet on a session proves the initiator derived the keys, PSK included
-        if authentic && is_data && self.peers.confirm(index) {
+        if is_data && self.peers.confirm(index) {
             tracing::debug!("probationary peer confirmed");
         }
     }
@@ -459,7 +481,6 @@ impl Driver {
         }
         let mut expired = Vec::new();
         for peer in self.peers.iter_mut() {
-            peer.observe_handshake();
             match peer.session.tick(&mut self.enc_buf) {
                 Tick::Network(d) => {
                     if let Some(ep) = peer.endpoint {
@@ -468,6 +489,11 @@ impl Driver {
                 }
                 Tick::Expired if peer.admission != Admission::Configured => expired.push(peer.key),
                 _ => {}
+            }
+            if let (true, Some(ep)) = (peer.keepalive_due(now), peer.endpoint) {
+                if let Some(d) = peer.session.keepalive(&mut self.enc_buf) {
+                    self.underlay.send(d, ep, &mut self.counters);
+                }
             }
         }
         expired.extend(self.peers.overdue(now));

@@ -26,7 +26,9 @@ pub use peers::{Admission, AdmissionConfig};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 
-/// The overlay MTU: the IPv6 minimum, so the overlay works over any underlay path.
+/// The overlay MTU: the IPv6 minimum, so the overlay works over any underlay path. The largest
+/// underlay datagram is 1280 + 32 (WireGuard) + 8 (UDP) + 40 (IPv6) = 1360 bytes, within Fly's
+/// 1420-byte interface MTU (`tests/tests/fly_mtu.rs`).
 pub const OVERLAY_MTU: usize = 1280;
 /// The largest UDP payload that fits one overlay packet (1280 − 40 − 8).
 pub const MAX_OVERLAY_UDP_PAYLOAD: usize = OVERLAY_MTU - 48;

@@ -116,13 +116,15 @@ pub struct PeerStats {
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub admission: Admission,
-    /// Handshakes completed with this peer (counted at 250 ms granularity).
+    /// Handshakes completed with this peer, counted as they happen: initiations from it that this
+    /// node answered, and its responses to this node's initiations.
     pub handshakes: u64,
 }
 
 pub(crate) enum Command {
     AddPeer(PeerConfig, oneshot::Sender<Result<(), MeshError>>),
-    RemovePeer(PublicKey, oneshot::Sender<bool>),
+    /// The key, and whether to bar it from just-in-time admission.
+    RemovePeer(PublicKey, bool, oneshot::Sender<bool>),
     Peers(oneshot::Sender<Vec<PeerStats>>),
     Counters(oneshot::Sender<Counters>),
     Lookup(
@@ -220,7 +222,14 @@ impl Node {
     /// Returns whether it was known.
     pub async fn remove_peer(&self, key: &PublicKey) -> Result<bool, MeshError> {
         let key = *key;
-        self.call(|tx| Command::RemovePeer(key, tx)).await
+        self.call(|tx| Command::RemovePeer(key, true, tx)).await
+    }
+
+    /// Removes a peer without barring it: it may contact this node again and be admitted
+    /// just-in-time (a member that left and comes back). Returns whether it was known.
+    pub async fn forget_peer(&self, key: &PublicKey) -> Result<bool, MeshError> {
+        let key = *key;
+        self.call(|tx| Command::RemovePeer(key, false, tx)).await
     }
 
     pub async fn peers(&self) -> Result<Vec<PeerStats>, MeshError> {

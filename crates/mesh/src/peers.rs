@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 use crate::keys::PublicKey;
 use crate::wg::Session;
 
+/// How long an endpoint learned from authenticated traffic outranks a configured one: WireGuard's
+/// own "the peer went silent" time (keepalive timeout + rekey timeout). Gossip re-adds peers from
+/// their advertised endpoint on every tag change, which must not undo roaming behind NAT.
+pub(crate) const LEARNED_ENDPOINT_HOLD: Duration = Duration::from_secs(15);
+
 /// How a peer came to be in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -26,24 +31,76 @@ pub(crate) struct Peer {
     pub(crate) keepalive: Option<u16>,
     pub(crate) session: Session,
     pub(crate) admission: Admission,
-    /// Completed handshakes seen so far, and the session age at the last look.
+    /// Handshakes completed: initiations from the peer we answered, and responses to ours.
     pub(crate) handshakes: u64,
-    pub(crate) last_age: Option<Duration>,
+    /// When authenticated traffic last arrived (from `endpoint`).
+    pub(crate) heard: Option<Instant>,
+    /// When the next persistent keepalive is due; the driver's tick sends it.
+    pub(crate) next_keepalive: Option<Instant>,
 }
 
 impl Peer {
-    /// Counts a handshake when the session got younger since the last look (called every tick).
-    pub(crate) fn observe_handshake(&mut self) {
-        let age = self.session.since_handshake();
-        let renewed = match (self.last_age, age) {
-            (None, Some(_)) => true,
-            (Some(before), Some(now)) => now < before,
-            _ => false,
-        };
-        if renewed {
-            self.handshakes += 1;
+    pub(crate) fn new(
+        key: PublicKey,
+        overlay: Ipv6Addr,
+        endpoint: Option<SocketAddr>,
+        session: Session,
+        admission: Admission,
+    ) -> Self {
+        Self {
+            key,
+            overlay,
+            endpoint,
+            keepalive: None,
+            session,
+            admission,
+            handshakes: 0,
+            heard: None,
+            next_keepalive: None,
         }
-        self.last_age = age;
+    }
+
+    /// Applies the application's endpoint and keepalive. A configured endpoint does not replace
+    /// one learned from authenticated traffic until that traffic stops.
+    pub(crate) fn configure(
+        &mut self,
+        endpoint: Option<SocketAddr>,
+        keepalive: Option<u16>,
+        now: Instant,
+    ) {
+        let learned = self
+            .heard
+            .is_some_and(|t| now.saturating_duration_since(t) < LEARNED_ENDPOINT_HOLD);
+        if endpoint.is_some() && !learned {
+            self.endpoint = endpoint;
+        }
+        let keepalive = keepalive.filter(|&k| k > 0);
+        if keepalive != self.keepalive {
+            // like wg(8): a newly set keepalive goes out at once
+            self.next_keepalive = keepalive.map(|_| now);
+            self.keepalive = keepalive;
+        }
+    }
+
+    /// Records authenticated traffic from `src`; returns the old endpoint if the peer roamed.
+    pub(crate) fn heard_from(
+        &mut self,
+        src: SocketAddr,
+        now: Instant,
+    ) -> Option<Option<SocketAddr>> {
+        self.heard = Some(now);
+        (self.endpoint != Some(src)).then(|| self.endpoint.replace(src))
+    }
+
+    /// Whether a persistent keepalive is due now; if so, schedules the next one.
+    pub(crate) fn keepalive_due(&mut self, now: Instant) -> bool {
+        match (self.keepalive, self.next_keepalive) {
+            (Some(k), Some(due)) if due <= now => {
+                self.next_keepalive = Some(now + Duration::from_secs(u64::from(k)));
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -176,5 +233,57 @@ impl Default for AdmissionConfig {
             burst: 40,
             timeout: Duration::from_secs(10),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{PresharedKey, PrivateKey};
+    use crate::wg::Identity;
+
+    fn peer() -> Peer {
+        let ident = Identity::new(
+            PrivateKey::from_bytes([1; 32]),
+            PresharedKey::from_bytes([2; 32]),
+            100,
+        );
+        let key = PrivateKey::from_bytes([3; 32]).public_key();
+        let configured = "192.0.2.1:51820".parse().unwrap();
+        Peer::new(
+            key,
+            Ipv6Addr::LOCALHOST,
+            Some(configured),
+            ident.session(&key, 1),
+            Admission::Configured,
+        )
+    }
+
+    #[test]
+    fn learned_endpoint_wins_until_its_traffic_stops() {
+        let t0 = Instant::now();
+        let mut p = peer();
+        let configured = p.endpoint;
+        let roamed: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        assert_eq!(p.heard_from(roamed, t0), Some(configured));
+        // a re-add from gossip while the peer is heard from keeps the learned endpoint
+        p.configure(configured, None, t0 + LEARNED_ENDPOINT_HOLD / 2);
+        assert_eq!(p.endpoint, Some(roamed));
+        // once its traffic has stopped for the hold time, the configured endpoint applies again
+        p.configure(configured, None, t0 + LEARNED_ENDPOINT_HOLD);
+        assert_eq!(p.endpoint, configured);
+    }
+
+    #[test]
+    fn a_changed_keepalive_is_due_at_once_then_every_interval() {
+        let t0 = Instant::now();
+        let mut p = peer();
+        assert!(!p.keepalive_due(t0));
+        p.configure(None, Some(5), t0);
+        assert!(p.keepalive_due(t0));
+        assert!(!p.keepalive_due(t0 + Duration::from_secs(4)));
+        assert!(p.keepalive_due(t0 + Duration::from_secs(5)));
+        p.configure(None, Some(0), t0 + Duration::from_secs(6));
+        assert!(!p.keepalive_due(t0 + Duration::from_secs(60)));
     }
 }

@@ -21,7 +21,9 @@ pub(crate) const SCRATCH_LEN: usize = 2048;
 pub(crate) enum Kind {
     /// A handshake initiation: the sender is found by public key.
     Initiation,
-    /// A response, cookie reply or data: routed by our receiver index.
+    /// A handshake response for our receiver index; it passes the shared rate limiter first.
+    Response(u32),
+    /// A cookie reply or data: routed by our receiver index.
     ForIndex(u32),
     /// A key lookup message.
     Lookup,
@@ -35,7 +37,7 @@ pub(crate) fn classify(datagram: &[u8]) -> Kind {
     }
     match Tunn::parse_incoming_packet(datagram) {
         Ok(Packet::HandshakeInit(_)) => Kind::Initiation,
-        Ok(Packet::HandshakeResponse(p)) => Kind::ForIndex(p.receiver_idx >> 8),
+        Ok(Packet::HandshakeResponse(p)) => Kind::Response(p.receiver_idx >> 8),
         Ok(Packet::PacketCookieReply(p)) => Kind::ForIndex(p.receiver_idx >> 8),
         Ok(Packet::PacketData(p)) => Kind::ForIndex(p.receiver_idx >> 8),
         Err(_) => Kind::Junk,
@@ -47,7 +49,19 @@ pub(crate) struct Identity {
     private: PrivateKey,
     public: boringtun::x25519::PublicKey,
     psk: PresharedKey,
+    /// Counts every handshake message once, in [`Identity::screen`].
     limiter: Arc<RateLimiter>,
+    /// What sessions check with: mac1 only, never "under load", so no message is counted twice
+    /// and a session never answers with a cookie reply.
+    pass: Arc<RateLimiter>,
+}
+
+/// A handshake message after mac1 and the load check.
+pub(crate) enum Screened<'a, 'd> {
+    Pass(Packet<'d>),
+    /// We are under load and the sender has no valid cookie: send this reply instead.
+    CookieReply(&'a [u8]),
+    Rejected(WireGuardError),
 }
 
 /// The outcome of looking at a handshake initiation from someone.
@@ -65,11 +79,13 @@ impl Identity {
     pub(crate) fn new(private: PrivateKey, psk: PresharedKey, handshakes_per_sec: u64) -> Self {
         let public = boringtun::x25519::PublicKey::from(private.secret());
         let limiter = Arc::new(RateLimiter::new(&public, handshakes_per_sec));
+        let pass = Arc::new(RateLimiter::new(&public, u64::MAX));
         Self {
             private,
             public,
             psk,
             limiter,
+            pass,
         }
     }
 
@@ -78,22 +94,37 @@ impl Identity {
         self.limiter.reset_count();
     }
 
-    /// Checks mac1 (and the cookie under load) before the expensive Diffie-Hellman that reveals the
-    /// initiator's static key.
+    /// Checks mac1 of a handshake message, and its cookie (mac2) under load. This is the one
+    /// place a message meets the shared rate limiter.
+    pub(crate) fn screen<'a, 'd>(
+        &self,
+        src: SocketAddr,
+        datagram: &'d [u8],
+        scratch: &'a mut [u8],
+    ) -> Screened<'a, 'd> {
+        match self
+            .limiter
+            .verify_packet(Some(src.ip()), datagram, scratch)
+        {
+            Ok(p) => Screened::Pass(p),
+            Err(TunnResult::WriteToNetwork(cookie)) => Screened::CookieReply(cookie),
+            Err(TunnResult::Err(e)) => Screened::Rejected(e),
+            Err(_) => Screened::Rejected(WireGuardError::InvalidPacket),
+        }
+    }
+
+    /// Screens an initiation, then does the Diffie-Hellman that reveals the initiator's claimed
+    /// static key. The claim is not proof: only the session's own handshake checks it.
     pub(crate) fn identify<'a>(
         &self,
         src: SocketAddr,
         datagram: &[u8],
         scratch: &'a mut [u8],
     ) -> Initiator<'a> {
-        let packet = match self
-            .limiter
-            .verify_packet(Some(src.ip()), datagram, scratch)
-        {
-            Ok(p) => p,
-            Err(TunnResult::WriteToNetwork(cookie)) => return Initiator::CookieReply(cookie),
-            Err(TunnResult::Err(e)) => return Initiator::Rejected(e),
-            Err(_) => return Initiator::Rejected(WireGuardError::InvalidPacket),
+        let packet = match self.screen(src, datagram, scratch) {
+            Screened::Pass(p) => p,
+            Screened::CookieReply(cookie) => return Initiator::CookieReply(cookie),
+            Screened::Rejected(e) => return Initiator::Rejected(e),
         };
         let Packet::HandshakeInit(init) = packet else {
             return Initiator::Rejected(WireGuardError::WrongPacketType);
@@ -104,7 +135,8 @@ impl Identity {
         }
     }
 
-    pub(crate) fn session(&self, peer: &PublicKey, index: u32, keepalive: Option<u16>) -> Session {
+    /// A session with `peer`. Persistent keepalive is the driver's job (it can change later).
+    pub(crate) fn session(&self, peer: &PublicKey, index: u32) -> Session {
         debug_assert!(
             index < 1 << 24,
             "boringtun routes replies by receiver_idx >> 8"
@@ -114,9 +146,9 @@ impl Identity {
                 self.private.secret().clone(),
                 peer.to_x25519(),
                 Some(*self.psk.as_bytes()),
-                keepalive,
+                None,
                 index,
-                Some(self.limiter.clone()),
+                Some(self.pass.clone()),
             ),
         }
     }
@@ -127,16 +159,29 @@ pub(crate) struct Session {
     tunn: Tunn,
 }
 
-/// What came out of an authenticated datagram.
+/// What came out of a datagram given to a session.
 #[derive(Debug)]
 pub(crate) enum Decap<'a> {
-    /// Send this back to the peer, then call [`Session::flush`] until it returns `None`.
+    /// A handshake message the session accepted. Send this back to the peer, then call
+    /// [`Session::flush`] until it returns `None`.
     Network(&'a [u8]),
-    /// An inner IPv6 packet and its source address.
+    /// A cookie reply to send back. It proves nothing about the sender, whose mac1 anyone can
+    /// compute from our public key.
+    Cookie(&'a [u8]),
+    /// An authenticated inner IPv6 packet and its source address.
     Tunnel(&'a [u8], Ipv6Addr),
-    /// Consumed (keepalive, cookie); nothing to do.
+    /// An authenticated keepalive (empty data packet).
+    Keepalive,
+    /// Consumed without proving anything about the sender (a cookie reply it sent us).
     Done,
     Failed(WireGuardError),
+}
+
+impl Decap<'_> {
+    /// Whether the session authenticated the datagram: only then may the peer's endpoint move.
+    pub(crate) fn authenticated(&self) -> bool {
+        matches!(self, Self::Network(_) | Self::Tunnel(..) | Self::Keepalive)
+    }
 }
 
 /// What a timer tick asks for.
@@ -168,7 +213,17 @@ impl Session {
         datagram: &[u8],
         dst: &'a mut [u8],
     ) -> Decap<'a> {
-        map_decap(self.tunn.decapsulate(Some(src), datagram, dst))
+        let is_data = matches!(
+            Tunn::parse_incoming_packet(datagram),
+            Ok(Packet::PacketData(_))
+        );
+        map_decap(self.tunn.decapsulate(Some(src), datagram, dst), is_data)
+    }
+
+    /// A keepalive (an empty data packet); with no session yet it starts a handshake instead,
+    /// which is what a persistent keepalive is for.
+    pub(crate) fn keepalive<'a>(&mut self, dst: &'a mut [u8]) -> Option<&'a [u8]> {
+        self.encapsulate(&[], dst)
     }
 
     /// Drains packets queued while the handshake was in flight.
@@ -199,13 +254,25 @@ impl Session {
     }
 }
 
-fn map_decap(r: TunnResult<'_>) -> Decap<'_> {
+fn map_decap(r: TunnResult<'_>, is_data: bool) -> Decap<'_> {
     match r {
+        // a data packet that decrypts to nothing is a keepalive
+        TunnResult::Done if is_data => Decap::Keepalive,
         TunnResult::Done => Decap::Done,
         TunnResult::Err(e) => Decap::Failed(e),
+        TunnResult::WriteToNetwork(out) if is_cookie_reply(out) => Decap::Cookie(out),
         TunnResult::WriteToNetwork(out) => Decap::Network(out),
         TunnResult::WriteToTunnelV6(p, src) => Decap::Tunnel(p, src),
         // the overlay is IPv6-only; an IPv4 inner packet is never ours
         TunnResult::WriteToTunnelV4(..) => Decap::Failed(WireGuardError::InvalidPacket),
     }
+}
+
+/// WireGuard message type 3; sessions screen with a limiter that is never under load, so this only
+/// guards against a future change there.
+fn is_cookie_reply(datagram: &[u8]) -> bool {
+    matches!(
+        Tunn::parse_incoming_packet(datagram),
+        Ok(Packet::PacketCookieReply(_))
+    )
 }

@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -172,6 +172,24 @@ impl Wan {
         region: &str,
         real: SocketAddr,
     ) -> Result<SocketAddr, WanError> {
+        let bind = if real.is_ipv4() {
+            IpAddr::from(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::from(Ipv6Addr::LOCALHOST)
+        };
+        self.attach_on(name, region, real, bind)
+    }
+
+    /// Like [`Wan::attach`], with the emulator endpoint bound on `bind` (port chosen). Binding the
+    /// unspecified address serves nodes in other network namespaces over veth links: each sees
+    /// the endpoint at this host's address on its own link.
+    pub fn attach_on(
+        &mut self,
+        name: &str,
+        region: &str,
+        real: SocketAddr,
+        bind: IpAddr,
+    ) -> Result<SocketAddr, WanError> {
         let region_idx =
             self.shared
                 .matrix
@@ -180,13 +198,7 @@ impl Wan {
                     region: region.to_owned(),
                     known: self.shared.matrix.regions().join(" "),
                 })?;
-        let bind: SocketAddr = if real.is_ipv4() {
-            "127.0.0.1:0"
-        } else {
-            "[::1]:0"
-        }
-        .parse()
-        .expect("literal");
+        let bind = SocketAddr::new(bind, 0);
         let bind_err = |source| WanError::Bind {
             name: name.to_owned(),
             source,

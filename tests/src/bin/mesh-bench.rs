@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vantage_mesh::{Node, NodeConfig, PresharedKey, PrivateKey};
 use vantage_tests::netns::{veth, Netns};
-use vantage_tests::traffic::{bulk, echo, ping_pong, quantile, sink};
-use vantage_tests::wggo::{WgGo, WgPeer};
+use vantage_tests::traffic::{block_on, bulk, echo, ping_pong, quantile, sink};
+use vantage_tests::wggo::WgGo;
 
 const PING_SIZE: usize = 64;
 
@@ -95,14 +95,6 @@ async fn ours(args: &Args) -> Result<(Vec<f64>, Vec<Duration>)> {
     Ok((mbps, rtts))
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
-
 /// The same traffic, kernel TCP over two wireguard-go instances in two namespaces.
 fn wggo(args: &Args) -> Result<(Vec<f64>, Vec<Duration>)> {
     let psk = PresharedKey::from_bytes([4; 32]);
@@ -112,20 +104,10 @@ fn wggo(args: &Args) -> Result<(Vec<f64>, Vec<Duration>)> {
     veth(Some(&ns_a), "10.78.0.1/24", &ns_b, "10.78.0.2/24")?;
     let wa = WgGo::start(&ns_a, 51820, &prefix)?;
     let wb = WgGo::start(&ns_b, 51820, &prefix)?;
-    wa.add_peer(
-        &WgPeer {
-            key: wb.key.public_key(),
-            endpoint: Some("10.78.0.2:51820".parse()?),
-            overlay: wb.overlay,
-        },
-        &psk,
-    )?;
-    wb.add_peer(
-        &WgPeer {
-            key: wa.key.public_key(),
-            endpoint: Some("10.78.0.1:51820".parse()?),
-            overlay: wa.overlay,
-        },
+    wa.pair_with(
+        &wb,
+        "10.78.0.2:51820".parse()?,
+        "10.78.0.1:51820".parse()?,
         &psk,
     )?;
     let sink_addr = SocketAddrV6::new(wb.overlay, 5001, 0, 0);

@@ -24,10 +24,10 @@ impl Driver {
     pub(super) fn command(&mut self, cmd: Command, now: Instant) {
         match cmd {
             Command::AddPeer(p, reply) => {
-                let _ = reply.send(self.add_peer(p));
+                let _ = reply.send(self.add_peer(p, now));
             }
-            Command::RemovePeer(key, reply) => {
-                let known = self.peers.remove(&key, true).is_some();
+            Command::RemovePeer(key, block, reply) => {
+                let known = self.peers.remove(&key, block).is_some();
                 let _ = reply.send(known);
             }
             Command::Peers(reply) => {
@@ -71,19 +71,14 @@ impl Driver {
         }
     }
 
-    fn add_peer(&mut self, p: PeerConfig) -> Result<(), MeshError> {
+    fn add_peer(&mut self, p: PeerConfig, now: Instant) -> Result<(), MeshError> {
         if p.key == self.info.public_key {
             return Err(MeshError::SelfPeer);
         }
         if let Some(i) = self.peers.index_of(&p.key) {
             let peer = self.peers.get_mut(i).expect("indexed peer exists");
-            if p.endpoint.is_some() {
-                peer.endpoint = p.endpoint;
-            }
-            peer.keepalive = p.keepalive;
-            let pending = matches!(peer.admission, Admission::Pending { .. });
-            peer.admission = Admission::Configured;
-            if pending {
+            peer.configure(p.endpoint, p.keepalive, now);
+            if matches!(peer.admission, Admission::Pending { .. }) {
                 // the table's probation count must drop with it
                 let old = self.peers.remove(&p.key, false).expect("present");
                 self.peers.insert(
@@ -93,20 +88,20 @@ impl Driver {
                         ..old
                     },
                 );
+            } else {
+                peer.admission = Admission::Configured;
             }
             return Ok(());
         }
         let index = self.peers.fresh_index();
-        let peer = Peer {
-            key: p.key,
-            overlay: self.info.prefix.address_of(&p.key),
-            endpoint: p.endpoint,
-            keepalive: p.keepalive,
-            session: self.ident.session(&p.key, index, p.keepalive),
-            admission: Admission::Configured,
-            handshakes: 0,
-            last_age: None,
-        };
+        let mut peer = Peer::new(
+            p.key,
+            self.info.prefix.address_of(&p.key),
+            p.endpoint,
+            self.ident.session(&p.key, index),
+            Admission::Configured,
+        );
+        peer.configure(None, p.keepalive, now);
         self.peers.insert(index, peer);
         Ok(())
     }
@@ -115,7 +110,6 @@ impl Driver {
         self.peers
             .iter_mut()
             .map(|p| {
-                p.observe_handshake();
                 let (tx_bytes, rx_bytes) = p.session.bytes();
                 PeerStats {
                     key: p.key,

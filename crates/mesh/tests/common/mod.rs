@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 
+pub mod forge;
+
 use std::net::{SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
