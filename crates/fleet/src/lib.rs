@@ -106,6 +106,14 @@ impl Membership {
         if self.echo {
             echo_event(e);
         }
+        if let Event::Conflict {
+            name,
+            addr,
+            claimed,
+        } = e
+        {
+            tracing::warn!(%name, %addr, %claimed, "refused a claim to a live member's name from another address");
+        }
         if let Event::Joined(m) | Event::Updated(m) = e {
             if m.name != self.name {
                 add_member_peer(&self.node, m).await;
@@ -152,6 +160,7 @@ pub fn echo_event(e: &Event) {
         Event::Left { name } => println!("EventMemberLeave: {name}"),
         Event::Reaped { name } => println!("EventMemberReap: {name}"),
         Event::User { ltime, name, .. } => println!("EventUser: {name} ltime={ltime}"),
+        Event::Conflict { name, .. } => println!("EventMemberConflict: {name}"),
         Event::Suspect { .. } | Event::CoordinateUpdated { .. } => {}
     }
 }

@@ -64,6 +64,16 @@ pub enum Event {
         name: String,
         payload: Vec<u8>,
     },
+    /// Someone claimed the name of a live member from another address, and was refused
+    /// (memberlist's name conflict): two processes share a name, or one restarted elsewhere
+    /// before the cluster noticed the old one die.
+    Conflict {
+        name: String,
+        /// Where the member lives, as this node knows it.
+        addr: SocketAddr,
+        /// The address the refused claim came with.
+        claimed: SocketAddr,
+    },
     /// This node's own coordinate moved after an RTT sample to `peer`.
     CoordinateUpdated {
         peer: String,
@@ -120,6 +130,9 @@ pub struct Gossip {
     coord: Client,
     coords: HashMap<String, Coordinate>,
     pub(crate) event_clock: u64,
+    /// Events older than this are not delivered: set on joining, so a new member does not replay
+    /// the cluster's past (Serf's join without replay).
+    pub(crate) event_min_time: u64,
     pub(crate) seen_events: VecDeque<(u64, String, Vec<u8>)>,
     pub(crate) rng: Rng,
     out: VecDeque<Transmit>,
@@ -179,6 +192,7 @@ impl Gossip {
                 .expect("the default coordinate config is valid"),
             coords: HashMap::new(),
             event_clock: 0,
+            event_min_time: 0,
             seen_events: VecDeque::new(),
             rng,
             out: VecDeque::new(),
@@ -815,6 +829,15 @@ impl Gossip {
         PushPull {
             join,
             event_ltime: self.event_clock,
+            events: self
+                .seen_events
+                .iter()
+                .map(|(ltime, name, payload)| wire::UserEvent {
+                    ltime: *ltime,
+                    name: name.clone(),
+                    payload: payload.clone(),
+                })
+                .collect(),
             members: self
                 .nodes
                 .values()

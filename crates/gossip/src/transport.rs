@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV6};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -12,7 +13,9 @@ pub trait Transport: Send + Sync + 'static {
 
     /// The address others reach this node at (what goes into its alive messages).
     fn local_addr(&self) -> SocketAddr;
-    fn send_to(&self, data: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends one datagram without waiting. A full send queue is `ErrorKind::WouldBlock`: the
+    /// driver drops the datagram (gossip tolerates loss) rather than stall the core.
+    fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()>;
     fn recv_from(
         &self,
         buf: &mut [u8],
@@ -46,8 +49,8 @@ impl Transport for PlainTransport {
         self.addr
     }
 
-    async fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.udp.send_to(data, to).await.map(|_| ())
+    fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.udp.try_send_to(data, to).map(|_| ())
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -109,8 +112,14 @@ impl Transport for MeshTransport {
         self.addr
     }
 
-    async fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.udp.send_to(data, v6(to)?).await.map(|_| ())
+    fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        // the mesh socket's send only waits while its queue is full: one poll either queues the
+        // datagram or finds the queue full, and dropping the future then leaves nothing queued
+        let send = std::pin::pin!(self.udp.send_to(data, v6(to)?));
+        match send.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.map(|_| ()),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
