@@ -28,6 +28,10 @@ pub trait Transport: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct PlainTransport {
     udp: tokio::net::UdpSocket,
+    /// The same socket for sending: a non-blocking send says `WouldBlock` only when the kernel's
+    /// buffer is full, whereas tokio's `try_send_to` also says so before its reactor has seen the
+    /// socket writable.
+    send: std::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     addr: SocketAddr,
 }
@@ -38,8 +42,22 @@ impl PlainTransport {
         let tcp = tokio::net::TcpListener::bind(addr).await?;
         let addr = tcp.local_addr()?;
         let udp = tokio::net::UdpSocket::bind(addr).await?;
-        Ok(Self { udp, tcp, addr })
+        let send = udp_clone(&udp)?;
+        Ok(Self {
+            udp,
+            send,
+            tcp,
+            addr,
+        })
     }
+}
+
+/// A second, non-blocking handle on `udp`'s socket.
+fn udp_clone(udp: &tokio::net::UdpSocket) -> io::Result<std::net::UdpSocket> {
+    let fd = std::os::fd::AsFd::as_fd(udp).try_clone_to_owned()?;
+    let send = std::net::UdpSocket::from(fd);
+    send.set_nonblocking(true)?;
+    Ok(send)
 }
 
 impl Transport for PlainTransport {
@@ -50,7 +68,7 @@ impl Transport for PlainTransport {
     }
 
     fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.udp.try_send_to(data, to).map(|_| ())
+        self.send.send_to(data, to).map(|_| ())
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
