@@ -112,6 +112,13 @@ impl Membership {
             echo_event(e);
         }
         match e {
+            Event::Conflict {
+                name,
+                addr,
+                claimed,
+            } => {
+                tracing::warn!(%name, %addr, %claimed, "refused a claim to a live member's name from another address");
+            }
             Event::Joined(m) | Event::Updated(m) if m.name != self.name => {
                 let replaced = member_key(m).and_then(|k| self.remember(&m.name, Some(k)));
                 if let Some(old) = replaced {
@@ -189,6 +196,7 @@ pub fn echo_event(e: &Event) {
         Event::Left { name } => println!("EventMemberLeave: {name}"),
         Event::Reaped { name } => println!("EventMemberReap: {name}"),
         Event::User { ltime, name, .. } => println!("EventUser: {name} ltime={ltime}"),
+        Event::Conflict { name, .. } => println!("EventMemberConflict: {name}"),
         Event::Suspect { .. } | Event::CoordinateUpdated { .. } => {}
     }
 }

@@ -87,12 +87,15 @@ impl Config {
                 push_pull_interval: Duration::from_secs(60),
                 ..Self::profile(Profile::Lan)
             },
-            // the worst measured RTT is ~410 ms, so a 1 s probe timeout still leaves the rest of
-            // the 2 s interval for an indirect probe across two such legs
+            // chosen with examples/fleet-detect-bench.rs (20-region matrix, 1% loss, CPU stalls,
+            // seeds 1..=20): the fastest of the grid with no healthy node declared failed; the
+            // old 2 s / 1 s / 4 took 17.6 s to detect a crash there, this 10.3 s. 800 ms covers
+            // the worst measured RTT (~410 ms) twice; a late indirect ack only costs a refuted
+            // suspicion
             Profile::Fleet => Self {
-                probe_interval: Duration::from_secs(2),
-                probe_timeout: Duration::from_secs(1),
-                suspicion_mult: 4,
+                probe_interval: Duration::from_millis(1500),
+                probe_timeout: Duration::from_millis(800),
+                suspicion_mult: 3,
                 gossip_interval: Duration::from_millis(250),
                 gossip_nodes: 4,
                 gossip_to_the_dead: Duration::from_secs(60),

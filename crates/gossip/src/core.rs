@@ -64,6 +64,16 @@ pub enum Event {
         name: String,
         payload: Vec<u8>,
     },
+    /// Someone claimed the name of a live member from another address, and was refused
+    /// (memberlist's name conflict): two processes share a name, or one restarted elsewhere
+    /// before the cluster noticed the old one die.
+    Conflict {
+        name: String,
+        /// Where the member lives, as this node knows it.
+        addr: SocketAddr,
+        /// The address the refused claim came with.
+        claimed: SocketAddr,
+    },
     /// This node's own coordinate moved after an RTT sample to `peer`.
     CoordinateUpdated {
         peer: String,
@@ -120,6 +130,9 @@ pub struct Gossip {
     coord: Client,
     coords: HashMap<String, Coordinate>,
     pub(crate) event_clock: u64,
+    /// Events older than this are not delivered: set on joining, so a new member does not replay
+    /// the cluster's past (Serf's join without replay).
+    pub(crate) event_min_time: u64,
     pub(crate) seen_events: VecDeque<(u64, String, Vec<u8>)>,
     pub(crate) rng: Rng,
     out: VecDeque<Transmit>,
@@ -127,7 +140,9 @@ pub struct Gossip {
     pub(crate) events: VecDeque<Event>,
     next_probe: Instant,
     next_gossip: Instant,
-    next_push_pull: Instant,
+    pub(crate) next_push_pull: Instant,
+    /// Early push-pulls still due after joining (see [`JOIN_SYNCS`]).
+    pub(crate) join_syncs_left: u32,
     next_reap: Instant,
     pub(crate) leaving: bool,
 }
@@ -163,6 +178,7 @@ impl Gossip {
             next_gossip: now + jitter(&mut rng, cfg.gossip_interval),
             next_push_pull: now + cfg.push_pull_interval + jitter(&mut rng, cfg.push_pull_interval),
             next_reap: now + Duration::from_secs(1),
+            join_syncs_left: 0,
             cfg,
             me: name.to_owned(),
             addr,
@@ -179,6 +195,7 @@ impl Gossip {
                 .expect("the default coordinate config is valid"),
             coords: HashMap::new(),
             event_clock: 0,
+            event_min_time: 0,
             seen_events: VecDeque::new(),
             rng,
             out: VecDeque::new(),
@@ -547,7 +564,7 @@ impl Gossip {
             self.gossip(now);
         }
         if now >= self.next_push_pull {
-            self.next_push_pull = now + push_pull_scale(self.cfg.push_pull_interval, self.live_n());
+            self.next_push_pull = now + self.next_push_pull_delay();
             self.push_pull_random();
         }
         if now >= self.next_reap {
@@ -811,10 +828,31 @@ impl Gossip {
         }
     }
 
+    /// Time to the next push-pull: the early syncs after a join first, then the periodic interval.
+    fn next_push_pull_delay(&mut self) -> Duration {
+        if self.join_syncs_left > 0 {
+            let done = JOIN_SYNCS - self.join_syncs_left;
+            self.join_syncs_left -= 1;
+            if self.join_syncs_left > 0 {
+                return self.cfg.probe_interval * (2 << done);
+            }
+        }
+        push_pull_scale(self.cfg.push_pull_interval, self.live_n())
+    }
+
     pub(crate) fn push_pull_state(&self, join: bool) -> PushPull {
         PushPull {
             join,
             event_ltime: self.event_clock,
+            events: self
+                .seen_events
+                .iter()
+                .map(|(ltime, name, payload)| wire::UserEvent {
+                    ltime: *ltime,
+                    name: name.clone(),
+                    payload: payload.clone(),
+                })
+                .collect(),
             members: self
                 .nodes
                 .values()
@@ -829,6 +867,13 @@ impl Gossip {
         }
     }
 }
+
+/// Push-pulls a node makes soon after it joined, `probe_interval` × 1, 2, 4 apart, before the
+/// periodic ones. When many nodes join at once, a member whose alive broadcast some node missed
+/// (lost, or dropped from a full receive buffer) would otherwise stay unknown there until the
+/// next periodic push-pull, 30 to 60 s later; each early sync copies a random member's table,
+/// which by then holds nearly everyone, and re-broadcasts what it adds.
+pub(crate) const JOIN_SYNCS: u32 = 3;
 
 /// memberlist's `pushPullScale`: past 32 members, sync less often as the cluster grows.
 fn push_pull_scale(interval: Duration, n: usize) -> Duration {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,26 @@ enum Input {
 #[derive(Debug, Clone)]
 pub struct GossipHandle {
     tx: mpsc::Sender<Input>,
+    counters: Arc<Counters>,
+}
+
+/// What the driver counts while it runs.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Datagrams dropped because the transport's send queue was full.
+    send_dropped: AtomicU64,
+}
+
+/// Hands one datagram to the transport without waiting: a full queue drops it and counts it, as
+/// a congested router would, so the core never stalls behind the network.
+fn send<T: Transport>(transport: &T, t: &crate::Transmit, counters: &Counters) {
+    match transport.try_send_to(&t.data, t.to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            counters.send_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::debug!(to = %t.to, error = %e, "gossip send failed"),
+    }
 }
 
 struct JoinState {
@@ -87,12 +108,14 @@ pub fn spawn<T: Transport>(
     let recv = tokio::spawn(receive_loop(transport.clone(), tx.clone()));
     let accept = tokio::spawn(accept_loop(transport.clone(), tx.clone()));
     let weak = tx.downgrade();
+    let counters = Arc::new(Counters::default());
+    let owned = counters.clone();
     tokio::spawn(async move {
-        run(core, transport, rx, weak, events).await;
+        run(core, transport, rx, weak, events, owned).await;
         recv.abort();
         accept.abort();
     });
-    Ok(GossipHandle { tx })
+    Ok(GossipHandle { tx, counters })
 }
 
 impl GossipHandle {
@@ -106,6 +129,11 @@ impl GossipHandle {
             .await
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Datagrams dropped so far because the transport's send queue was full.
+    pub fn send_dropped(&self) -> u64 {
+        self.counters.send_dropped.load(Ordering::Relaxed)
     }
 
     /// Exchanges state with each seed; succeeds if at least one answered.
@@ -247,6 +275,7 @@ async fn run<T: Transport>(
     mut rx: mpsc::Receiver<Input>,
     tx: mpsc::WeakSender<Input>,
     events: mpsc::UnboundedSender<Event>,
+    counters: Arc<Counters>,
 ) {
     let mut joins: HashMap<u64, JoinState> = HashMap::new();
     let mut next_join = 0u64;
@@ -255,9 +284,7 @@ async fn run<T: Transport>(
         let mut join_id = None;
         // flush what the core produced
         while let Some(t) = core.poll_transmit() {
-            if let Err(e) = transport.send_to(&t.data, t.to).await {
-                tracing::debug!(to = %t.to, error = %e, "gossip send failed");
-            }
+            send(&*transport, &t, &counters);
         }
         while let Some(req) = core.poll_stream() {
             let Some(tx) = tx.upgrade() else { return };

@@ -25,6 +25,16 @@ impl Gossip {
             None => (State::Dead, true, false, now),
             // a member only moves with a strictly newer incarnation
             Some(n) if a.incarnation <= n.member.incarnation => return,
+            // memberlist's name conflict: a live member keeps its address; only a dead or left
+            // one may come back somewhere else
+            Some(n) if n.member.addr != a.addr && n.member.state.is_live() => {
+                self.events.push_back(Event::Conflict {
+                    name: a.node,
+                    addr: n.member.addr,
+                    claimed: a.addr,
+                });
+                return;
+            }
             Some(n) => (
                 n.member.state,
                 false,
@@ -177,9 +187,11 @@ impl Gossip {
     ) -> Result<Vec<u8>, GossipError> {
         let remote = PushPull::decode(data)?;
         tracing::trace!(%from, members = remote.members.len(), join = remote.join, "push-pull in");
+        let join = remote.join;
         // merge first, so a refutation it provokes is already in the reply
         self.merge(now, remote);
-        Ok(self.push_pull_state(false).encode())
+        // the reply to a join says so, which tells the joiner where the cluster's past ends
+        Ok(self.push_pull_state(join).encode())
     }
 
     /// Merges the reply to a [`crate::StreamRequest`] this node made to `from`.
@@ -190,6 +202,12 @@ impl Gossip {
         data: &[u8],
     ) -> Result<(), GossipError> {
         let remote = PushPull::decode(data)?;
+        if remote.join {
+            self.event_min_time = self.event_min_time.max(remote.event_ltime + 1);
+            // the first of the early syncs after joining (see `JOIN_SYNCS`)
+            self.join_syncs_left = crate::core::JOIN_SYNCS;
+            self.next_push_pull = now + self.cfg.probe_interval;
+        }
         let before = self.incarnation;
         self.merge(now, remote);
         if self.incarnation != before {
@@ -207,6 +225,9 @@ impl Gossip {
 
     fn merge(&mut self, now: Instant, remote: PushPull) {
         self.witness(remote.event_ltime);
+        for e in remote.events {
+            self.handle_user_event(e);
+        }
         for m in remote.members {
             match m.state {
                 State::Alive => {
@@ -261,7 +282,7 @@ impl Gossip {
         let oldest = self
             .event_clock
             .saturating_sub(crate::core::EVENT_BUFFER_LEN);
-        if e.ltime < oldest {
+        if e.ltime < oldest || e.ltime < self.event_min_time {
             return;
         }
         if self

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV6};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -12,7 +13,9 @@ pub trait Transport: Send + Sync + 'static {
 
     /// The address others reach this node at (what goes into its alive messages).
     fn local_addr(&self) -> SocketAddr;
-    fn send_to(&self, data: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends one datagram without waiting. A full send queue is `ErrorKind::WouldBlock`: the
+    /// driver drops the datagram (gossip tolerates loss) rather than stall the core.
+    fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()>;
     fn recv_from(
         &self,
         buf: &mut [u8],
@@ -25,6 +28,10 @@ pub trait Transport: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct PlainTransport {
     udp: tokio::net::UdpSocket,
+    /// The same socket for sending: a non-blocking send says `WouldBlock` only when the kernel's
+    /// buffer is full, whereas tokio's `try_send_to` also says so before its reactor has seen the
+    /// socket writable.
+    send: std::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     addr: SocketAddr,
 }
@@ -35,8 +42,22 @@ impl PlainTransport {
         let tcp = tokio::net::TcpListener::bind(addr).await?;
         let addr = tcp.local_addr()?;
         let udp = tokio::net::UdpSocket::bind(addr).await?;
-        Ok(Self { udp, tcp, addr })
+        let send = udp_clone(&udp)?;
+        Ok(Self {
+            udp,
+            send,
+            tcp,
+            addr,
+        })
     }
+}
+
+/// A second, non-blocking handle on `udp`'s socket.
+fn udp_clone(udp: &tokio::net::UdpSocket) -> io::Result<std::net::UdpSocket> {
+    let fd = std::os::fd::AsFd::as_fd(udp).try_clone_to_owned()?;
+    let send = std::net::UdpSocket::from(fd);
+    send.set_nonblocking(true)?;
+    Ok(send)
 }
 
 impl Transport for PlainTransport {
@@ -46,8 +67,8 @@ impl Transport for PlainTransport {
         self.addr
     }
 
-    async fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.udp.send_to(data, to).await.map(|_| ())
+    fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.send.send_to(data, to).map(|_| ())
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -109,8 +130,14 @@ impl Transport for MeshTransport {
         self.addr
     }
 
-    async fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.udp.send_to(data, v6(to)?).await.map(|_| ())
+    fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        // the mesh socket's send only waits while its queue is full: one poll either queues the
+        // datagram or finds the queue full, and dropping the future then leaves nothing queued
+        let send = std::pin::pin!(self.udp.send_to(data, v6(to)?));
+        match send.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.map(|_| ()),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

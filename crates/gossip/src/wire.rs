@@ -48,6 +48,23 @@ pub(crate) struct UserEvent {
     pub payload: Vec<u8>,
 }
 
+impl UserEvent {
+    /// The same fields in a datagram and in a push-pull's event section.
+    fn write(&self, w: &mut Writer) {
+        w.u64(self.ltime);
+        w.str(&self.name);
+        w.bytes(&self.payload);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            ltime: r.u64()?,
+            name: r.str()?,
+            payload: r.bytes()?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Msg {
     Ping {
@@ -255,9 +272,7 @@ impl Msg {
             }
             Msg::User(e) => {
                 w.u8(8);
-                w.u64(e.ltime);
-                w.str(&e.name);
-                w.bytes(&e.payload);
+                e.write(&mut w);
             }
         }
         w.0
@@ -303,11 +318,7 @@ impl Msg {
                     Msg::Dead(a)
                 }
             }
-            8 => Msg::User(UserEvent {
-                ltime: r.u64()?,
-                name: r.str()?,
-                payload: r.bytes()?,
-            }),
+            8 => Msg::User(UserEvent::read(&mut r)?),
             t => return Err(DecodeError::Type(t)),
         };
         Ok(msg)
@@ -400,6 +411,10 @@ pub(crate) struct PushPull {
     pub join: bool,
     pub members: Vec<PushMember>,
     pub event_ltime: u64,
+    /// Recent user events (Serf's push-pull carries its event buffer), so a member that missed
+    /// them while cut off gets them at the next exchange. A trailing section: older decoders
+    /// stop before it.
+    pub events: Vec<UserEvent>,
 }
 
 impl PushPull {
@@ -416,6 +431,10 @@ impl PushPull {
             w.u32(m.incarnation);
             w.u8(m.state.code());
             w.bytes(&m.tags);
+        }
+        w.u32(self.events.len() as u32);
+        for e in &self.events {
+            e.write(&mut w);
         }
         w.0
     }
@@ -446,13 +465,35 @@ impl PushPull {
                 tags: r.bytes()?,
             });
         }
+        let events = if r.0.is_empty() {
+            Vec::new()
+        } else {
+            decode_events(&mut r)?
+        };
         Ok(Self {
             join,
             members,
             event_ltime,
+            events,
         })
     }
 }
+
+/// The push-pull's event section: at most [`MAX_PUSH_EVENTS`] events.
+fn decode_events(r: &mut Reader<'_>) -> Result<Vec<UserEvent>, DecodeError> {
+    let n = r.u32()? as usize;
+    if n > MAX_PUSH_EVENTS {
+        return Err(DecodeError::Field("event count"));
+    }
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        events.push(UserEvent::read(r)?);
+    }
+    Ok(events)
+}
+
+/// Most user events one push-pull carries: the whole de-duplication buffer.
+pub(crate) const MAX_PUSH_EVENTS: usize = crate::core::EVENT_BUFFER_LEN as usize;
 
 #[cfg(test)]
 mod tests {
@@ -527,6 +568,27 @@ mod tests {
         assert!(data.len() <= 1232);
         let (from, from_addr, msgs) = decode_packet(&data).unwrap();
         assert_eq!((from.as_str(), from_addr, msgs), ("me", addr, samples()));
+    }
+
+    #[test]
+    fn push_pull_carries_events_and_bounds_their_count() {
+        let event = UserEvent {
+            ltime: 9,
+            name: "deploy".into(),
+            payload: b"v2".to_vec(),
+        };
+        let mut pp = PushPull {
+            join: true,
+            members: Vec::new(),
+            event_ltime: 12,
+            events: vec![event; 3],
+        };
+        assert_eq!(PushPull::decode(&pp.encode()).unwrap(), pp);
+        pp.events = vec![pp.events[0].clone(); MAX_PUSH_EVENTS + 1];
+        assert_eq!(
+            PushPull::decode(&pp.encode()),
+            Err(DecodeError::Field("event count"))
+        );
     }
 
     #[test]

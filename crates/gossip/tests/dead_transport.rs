@@ -24,8 +24,8 @@ impl Transport for Counted {
         self.inner.local_addr()
     }
 
-    async fn send_to(&self, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
-        self.inner.send_to(data, to).await
+    fn try_send_to(&self, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        self.inner.try_send_to(data, to)
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {

@@ -155,3 +155,60 @@ fn five_hundred_nodes_simulate_quickly() {
         wall.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn a_user_event_sent_while_a_node_is_cut_off_reaches_it_after_the_heal() {
+    for seed in 40..44 {
+        let mut sim = cluster(10, seed, Config::profile(Profile::Lan));
+        let start = sim.elapsed();
+        let rest: Vec<usize> = (0..9).collect();
+        sim.apply(Action::Partition(vec![9], rest));
+        sim.run_until(start + Duration::from_secs(1));
+        sim.apply(Action::UserEvent {
+            node: 0,
+            name: "during-cut".into(),
+        });
+        sim.run_until(start + Duration::from_secs(20));
+        let got = |sim: &Sim, node: usize| {
+            sim.log
+                .iter()
+                .filter(|l| l.node == node)
+                .filter(|l| matches!(&l.event, Event::User { name, .. } if name == "during-cut"))
+                .count()
+        };
+        assert_eq!(got(&sim, 9), 0, "seed {seed}: the cut reached n9");
+        assert_eq!(got(&sim, 1), 1, "seed {seed}: n1 missed the event");
+        sim.apply(Action::Heal);
+        // long enough for the periodic push-pull (30 s) and its reconnect attempt
+        sim.run_until(start + Duration::from_secs(140));
+        assert_eq!(
+            got(&sim, 9),
+            1,
+            "seed {seed}: n9 did not receive the event after the heal"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_node_does_not_replay_the_clusters_past_events() {
+    let seed = 45;
+    let mut sim = cluster(10, seed, Config::profile(Profile::Lan));
+    let start = sim.elapsed();
+    sim.apply(Action::UserEvent {
+        node: 0,
+        name: "before".into(),
+    });
+    sim.run_until(start + Duration::from_secs(5));
+    sim.apply(Action::Crash(5));
+    sim.run_until(start + Duration::from_secs(30));
+    let restart = sim.elapsed();
+    sim.apply(Action::Restart { node: 5, via: 0 });
+    sim.run_until(start + Duration::from_secs(100));
+    let replayed = sim
+        .log
+        .iter()
+        .filter(|l| l.node == 5 && l.at >= restart)
+        .filter(|l| matches!(&l.event, Event::User { .. }))
+        .count();
+    assert_eq!(replayed, 0, "seed {seed}: a joiner replayed past events");
+}

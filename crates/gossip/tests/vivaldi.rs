@@ -4,43 +4,27 @@
 //! cycles, then compares every pairwise estimate with the truth. Run with `--nocapture` to see
 //! the figures.
 //!
-//! Every scenario is checked twice:
+//! Serf checks each scenario on one seed against fixed limits. Those limits are not properties
+//! of the algorithm but of one trajectory: Serf's own Go code (v0.9.4, the same algorithm as
+//! today's), driven by seeds 1..=1000 through this file's harness, meets them on only part of the
+//! seeds (line 604, grid 562, split 717, height 156, random 924, drift 958 of 1000). So one seed
+//! that passes or fails says little, and a seed picked because this code passes on it would only
+//! repeat the code's own output. Every scenario is checked over [`SEEDS`] instead, twice:
 //!
-//! - **Serf's thresholds, on one fixed seed.** Serf's limits are not properties of the algorithm
-//!   but of one trajectory: they were fitted to the run its own seed produces. Serf's own Go code
-//!   (v0.9.4, the same algorithm as today's), driven by seeds 1..=1000 through this file's
-//!   harness, meets them on only part of the seeds, and this implementation on the same share:
-//!
-//!   | scenario | Serf (Go) | this crate |
-//!   | -------- | --------- | ---------- |
-//!   | line     | 604       | 604        |
-//!   | grid     | 562       | 576        |
-//!   | split    | 717       | 712        |
-//!   | height   | 156       | 151        |
-//!   | random   | 924       | 923        |
-//!   | drift    | 958       | 949        |
-//!
-//!   So a failing seed alone says nothing about a bug. [`SEED`] is one on which all six
-//!   scenarios pass here (14 of seeds 0..400 do; it has the widest margin), as Serf's seed does
-//!   on Serf's code. It was picked, not drawn: a change to the arithmetic, even a harmless
-//!   reordering, moves the trajectories and may need a new seed, chosen the same way and only
-//!   while the distribution checks below still pass.
-//! - **Serf's distribution, over [`DISTRIBUTION_SEEDS`].** The median over 15 seeds must not
-//!   exceed the 75th percentile of what Serf's Go code gives over seeds 1..=1000 (the `serf p75`
-//!   figures; for the random scenario, on this file's matrix). A faithful implementation fails
-//!   one such comparison with about 2 % probability; a real deviation from Serf's algorithm
-//!   shifts the whole distribution, whatever trajectory a single seed happens to take.
+//! - **Serf's limits, as a pass rate.** The share of seeds meeting Serf's limits must not be
+//!   clearly below the share Serf's Go code gets: at most three binomial standard deviations.
+//! - **Serf's distribution.** The median over the seeds must not exceed the 75th percentile of
+//!   what Serf's Go code gives over seeds 1..=1000 (the `serf p75` figures; for the random
+//!   scenario, on this file's matrix). A real deviation from Serf's algorithm shifts the whole
+//!   distribution, whatever trajectory a single seed happens to take.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use vantage_gossip::coordinate::{Client, Coordinate, CoordinateConfig};
 
-/// The seed of the fixed-seed runs (see the module docs for how it was chosen).
-const SEED: u64 = 3;
-
-/// The seeds whose medians are compared with Serf's distribution.
-const DISTRIBUTION_SEEDS: RangeInclusive<u64> = 1..=15;
+/// The seeds every scenario runs on: enough for a pass rate within a few percent.
+const SEEDS: RangeInclusive<u64> = 1..=100;
 
 const CYCLES: usize = 1000;
 
@@ -228,27 +212,42 @@ fn run(config: &CoordinateConfig, truth: &Truth, seed: u64) -> (Vec<Client>, Sta
     (clients, stats)
 }
 
-/// Serf's test: one run on [`SEED`] against Serf's limits.
-fn check_serf_thresholds(
-    name: &str,
-    config: &CoordinateConfig,
-    truth: &Truth,
-    avg_limit: f64,
-    max_limit: f64,
-) -> Vec<Client> {
-    let (clients, stats) = run(config, truth, SEED);
+/// One run per seed in [`SEEDS`].
+fn runs(config: &CoordinateConfig, truth: &Truth) -> Vec<(Vec<Client>, Stats)> {
+    SEEDS.map(|seed| run(config, truth, seed)).collect()
+}
+
+/// The share of seeds on which `passed` holds must not be clearly below Serf's, which met the
+/// same limits on `serf_per_1000` of seeds 1..=1000.
+fn check_pass_rate(name: &str, passes: impl Iterator<Item = bool>, serf_per_1000: u32) {
+    let results: Vec<bool> = passes.collect();
+    let n = results.len() as f64;
+    let ours = results.iter().filter(|p| **p).count() as f64 / n;
+    let serf = f64::from(serf_per_1000) / 1000.0;
+    let floor = serf - 3.0 * (serf * (1.0 - serf) / n).sqrt();
     println!(
-        "{name}: seed={SEED} error avg={:.6} max={:.6} (serf limits {avg_limit} / {max_limit})",
-        stats.avg, stats.max
+        "{name}: seeds {SEEDS:?} meet Serf's limits on {:.1}% (serf {:.1}%, floor {:.1}%)",
+        ours * 100.0,
+        serf * 100.0,
+        floor * 100.0
     );
     assert!(
-        stats.avg <= avg_limit && stats.max <= max_limit,
-        "{name} out of spec with seed {SEED}: avg {:.6} (limit {avg_limit}), max {:.6} (limit \
-         {max_limit})",
-        stats.avg,
-        stats.max,
+        ours >= floor,
+        "{name}: Serf's limits met on {:.1}% of seeds {SEEDS:?}, clearly below Serf's own {:.1}% \
+         (floor {:.1}%)",
+        ours * 100.0,
+        serf * 100.0,
+        floor * 100.0
     );
-    clients
+}
+
+/// Serf's error limits, as a pass rate over [`SEEDS`] (see [`check_pass_rate`]).
+fn check_serf_limits(name: &str, runs: &[(Vec<Client>, Stats)], limits: (f64, f64), serf: u32) {
+    let (avg_limit, max_limit) = limits;
+    let passes = runs
+        .iter()
+        .map(|(_, s)| s.avg <= avg_limit && s.max <= max_limit);
+    check_pass_rate(name, passes, serf);
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -256,65 +255,55 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Medians over [`DISTRIBUTION_SEEDS`] of a per-run figure.
-fn median_over_seeds(mut figure: impl FnMut(u64) -> f64) -> f64 {
-    median(DISTRIBUTION_SEEDS.map(&mut figure).collect())
-}
-
-/// The median error over [`DISTRIBUTION_SEEDS`] against Serf's 75th percentiles.
+/// The median error over [`SEEDS`] against Serf's 75th percentiles.
 fn check_distribution(
     name: &str,
-    config: &CoordinateConfig,
-    truth: &Truth,
+    runs: &[(Vec<Client>, Stats)],
     serf_p75_avg: f64,
     serf_p75_max: f64,
 ) {
-    let runs: Vec<Stats> = DISTRIBUTION_SEEDS
-        .map(|seed| run(config, truth, seed).1)
-        .collect();
-    let avg = median(runs.iter().map(|s| s.avg).collect());
-    let max = median(runs.iter().map(|s| s.max).collect());
+    let avg = median(runs.iter().map(|(_, s)| s.avg).collect());
+    let max = median(runs.iter().map(|(_, s)| s.max).collect());
     println!(
-        "{name}: seeds {DISTRIBUTION_SEEDS:?} median error avg={avg:.6} max={max:.6} (serf p75 \
+        "{name}: seeds {SEEDS:?} median error avg={avg:.6} max={max:.6} (serf p75 \
          {serf_p75_avg} / {serf_p75_max})"
     );
     assert!(
         avg <= serf_p75_avg && max <= serf_p75_max,
-        "{name} off Serf's distribution over seeds {DISTRIBUTION_SEEDS:?}: median avg {avg:.6} \
+        "{name} off Serf's distribution over seeds {SEEDS:?}: median avg {avg:.6} \
          (serf p75 {serf_p75_avg}), median max {max:.6} (serf p75 {serf_p75_max})"
     );
 }
 
 #[test]
 fn line() {
-    let truth = generate_line(10, ms(10));
-    let config = CoordinateConfig::default();
-    check_serf_thresholds("line", &config, &truth, 0.0031, 0.013);
-    check_distribution("line", &config, &truth, 0.003035, 0.015727);
+    let runs = runs(&CoordinateConfig::default(), &generate_line(10, ms(10)));
+    check_serf_limits("line", &runs, (0.0031, 0.013), 604);
+    check_distribution("line", &runs, 0.003035, 0.015727);
 }
 
 #[test]
 fn grid() {
-    let truth = generate_grid(25, ms(10));
-    let config = CoordinateConfig::default();
-    check_serf_thresholds("grid", &config, &truth, 0.0016, 0.023);
-    check_distribution("grid", &config, &truth, 0.001776, 0.016173);
+    let runs = runs(&CoordinateConfig::default(), &generate_grid(25, ms(10)));
+    check_serf_limits("grid", &runs, (0.0016, 0.023), 562);
+    check_distribution("grid", &runs, 0.001776, 0.016173);
 }
 
 #[test]
 fn split() {
-    let truth = generate_split(25, ms(1), ms(10));
-    let config = CoordinateConfig::default();
-    check_serf_thresholds("split", &config, &truth, 0.000060, 0.00048);
-    check_distribution("split", &config, &truth, 0.000062, 0.000527);
+    let runs = runs(
+        &CoordinateConfig::default(),
+        &generate_split(25, ms(1), ms(10)),
+    );
+    check_serf_limits("split", &runs, (0.000060, 0.00048), 717);
+    check_distribution("split", &runs, 0.000062, 0.000527);
 }
 
 #[test]
 fn random() {
-    let truth = random_truth();
-    let config = CoordinateConfig::default();
-    check_serf_thresholds("random", &config, &truth, 0.075, 0.33);
-    check_distribution("random", &config, &truth, 0.054331, 0.283234);
+    let runs = runs(&CoordinateConfig::default(), &random_truth());
+    check_serf_limits("random", &runs, (0.075, 0.33), 924);
+    check_distribution("random", &runs, 0.054331, 0.283234);
 }
 
 /// Node 0's height and the largest height among the others, as fractions of the radius.
@@ -332,33 +321,20 @@ fn height() {
     let radius = ms(100);
     // Two dimensions represent the circle exactly, so node 0 can only be fitted by height.
     let config = config_2d();
-    let truth = generate_circle(25, radius);
-
-    let clients = check_serf_thresholds("height", &config, &truth, 0.0028, 0.064);
-    let (centre, others) = heights(&clients, radius);
-    println!("height: seed={SEED} node 0 height={centre:.4} r, others max={others:.4} r");
-    assert!(
-        centre >= 0.97,
-        "height out of spec with seed {SEED}: node 0 at {centre:.4} r, expected >= 0.97 r"
-    );
-    assert!(
-        others <= 0.03,
-        "height out of spec with seed {SEED}: a circle node at {others:.4} r, expected <= 0.03 r"
-    );
-
-    check_distribution("height", &config, &truth, 0.003623, 0.071941);
-    let runs: Vec<(f64, f64)> = DISTRIBUTION_SEEDS
-        .map(|seed| heights(&run(&config, &truth, seed).0, radius))
-        .collect();
+    let runs = runs(&config, &generate_circle(25, radius));
+    // Serf's count covers its error limits; the heights are checked against its distribution
+    check_serf_limits("height", &runs, (0.0028, 0.064), 156);
+    check_distribution("height", &runs, 0.003623, 0.071941);
+    let runs: Vec<(f64, f64)> = runs.iter().map(|(c, _)| heights(c, radius)).collect();
     let centre = median(runs.iter().map(|h| h.0).collect());
     let others = median(runs.iter().map(|h| h.1).collect());
     println!(
-        "height: seeds {DISTRIBUTION_SEEDS:?} median node 0 height={centre:.4} r, others \
+        "height: seeds {SEEDS:?} median node 0 height={centre:.4} r, others \
          max={others:.4} r (serf p25 1.0075 r, p75 0.0334 r)"
     );
     assert!(
         centre >= 1.0075 && others <= 0.0334,
-        "heights off Serf's distribution over seeds {DISTRIBUTION_SEEDS:?}: median node 0 \
+        "heights off Serf's distribution over seeds {SEEDS:?}: median node 0 \
          {centre:.4} r (serf p25 1.0075 r), median max of others {others:.4} r (serf p75 0.0334 r)"
     );
 }
@@ -416,25 +392,18 @@ fn drift_run(seed: u64) -> (f64, f64) {
 
 #[test]
 fn drift() {
-    let (baseline, offset) = drift_run(SEED);
-    println!(
-        "drift: seed={SEED} centre offset {baseline:.6} s -> {offset:.6} s ({:.4} of baseline, \
-         serf limit 0.8)",
-        offset / baseline
-    );
-    assert!(
-        offset <= 0.8 * baseline,
-        "drift out of spec with seed {SEED}: centre offset {baseline:.6} s -> {offset:.6} s"
-    );
-
-    let ratio = median_over_seeds(|seed| {
-        let (baseline, offset) = drift_run(seed);
-        offset / baseline
-    });
-    println!("drift: seeds {DISTRIBUTION_SEEDS:?} median ratio={ratio:.4} (serf p75 0.7851)");
+    let ratios: Vec<f64> = SEEDS
+        .map(|seed| {
+            let (baseline, offset) = drift_run(seed);
+            offset / baseline
+        })
+        .collect();
+    check_pass_rate("drift", ratios.iter().map(|r| *r <= 0.8), 958);
+    let ratio = median(ratios);
+    println!("drift: seeds {SEEDS:?} median ratio={ratio:.4} (serf p75 0.7851)");
     assert!(
         ratio <= 0.7851,
-        "drift off Serf's distribution over seeds {DISTRIBUTION_SEEDS:?}: median ratio \
+        "drift off Serf's distribution over seeds {SEEDS:?}: median ratio \
          {ratio:.4} (serf p75 0.7851)"
     );
 }

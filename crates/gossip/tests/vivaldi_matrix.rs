@@ -9,21 +9,17 @@ use vantage_gossip::sim::Sim;
 use vantage_gossip::{Config, Profile};
 use vantage_wan::Matrix;
 
+mod support {
+    pub mod fleet_faults;
+}
+use support::fleet_faults::matrix_latency;
+
 fn median_error(per_region: usize, seed: u64) -> f64 {
     let m = Matrix::builtin();
     let regions = m.regions().len();
     let n = regions * per_region;
     let region = move |i: usize| i % regions;
-    let lat = m.clone();
-    let latency = Box::new(move |a: usize, b: usize| {
-        let (ra, rb) = (region(a), region(b));
-        if ra == rb {
-            Duration::from_micros(500)
-        } else {
-            lat.rtt_at(ra, rb) / 2
-        }
-    });
-    let mut sim = Sim::new(Config::profile(Profile::Fleet), n, latency, seed);
+    let mut sim = Sim::new(Config::profile(Profile::Fleet), n, matrix_latency(&m), seed);
     sim.join_all(0);
     sim.run_until(Duration::from_secs(300));
     let mut errors = Vec::new();
@@ -63,18 +59,8 @@ fn fleet_profile_embeds_the_real_matrix() {
 /// and failure declarations of nodes that never failed, and time a real crash.
 fn false_alarms(profile: Profile, seed: u64) -> (usize, usize, Duration) {
     let m = Matrix::builtin();
-    let regions = m.regions().len();
-    let n = regions * 2;
-    let lat = m.clone();
-    let latency = Box::new(move |a: usize, b: usize| {
-        let (ra, rb) = (a % regions, b % regions);
-        if ra == rb {
-            Duration::from_micros(500)
-        } else {
-            lat.rtt_at(ra, rb) / 2
-        }
-    });
-    let mut sim = Sim::new(Config::profile(profile), n, latency, seed);
+    let n = m.regions().len() * 2;
+    let mut sim = Sim::new(Config::profile(profile), n, matrix_latency(&m), seed);
     sim.join_all(0);
     sim.run_until(Duration::from_secs(60));
     let start = sim.elapsed();

@@ -105,6 +105,11 @@ fn print_event(e: &Event) {
         Event::Reaped { name } => println!("EventMemberReap: {name}"),
         Event::Suspect { name } => eprintln!("suspect: {name}"),
         Event::User { ltime, name, .. } => println!("EventUser: {name} ltime={ltime}"),
+        Event::Conflict {
+            name,
+            addr,
+            claimed,
+        } => eprintln!("conflict: {name} at {addr}, claimed from {claimed}"),
         Event::CoordinateUpdated { .. } => {}
     }
 }
