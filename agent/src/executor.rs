@@ -207,7 +207,7 @@ async fn run_once(
         End::Gone(why) => run.error = Some(why.clone()),
     }
     if !matches!(end, End::Gone(_)) {
-        ua = collect(cdp, &p.session, spec, &mut run).await;
+        ua = collect(cdp, &p.session, spec, &mut run, deadline).await;
     }
     watch.finish(&mut run);
     let dropped = p.events.dropped();
@@ -281,16 +281,28 @@ async fn navigate(
 }
 
 /// What the page measured, its metrics and (if asked) a screenshot, into `run`; the page's user
-/// agent. Short deadlines: the page may be wedged.
-async fn collect(cdp: &Cdp, session: &str, spec: &JobSpec, run: &mut Run) -> String {
-    const SHORT: Duration = Duration::from_secs(5);
+/// agent. Each call may take what is left of the run's deadline, and at least a few seconds: a
+/// renderer still laying out a huge page answers late, a wedged one never.
+async fn collect(
+    cdp: &Cdp,
+    session: &str,
+    spec: &JobSpec,
+    run: &mut Run,
+    deadline: Instant,
+) -> String {
+    const LEAST: Duration = Duration::from_secs(5);
     let s = Some(session);
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(LEAST)
+    };
     let collected = cdp
         .call_within(
             s,
             "Runtime.evaluate",
             json!({ "expression": COLLECT_JS, "returnByValue": true }),
-            SHORT,
+            left(),
         )
         .await;
     let mut ua = String::new();
@@ -303,7 +315,7 @@ async fn collect(cdp: &Cdp, session: &str, spec: &JobSpec, run: &mut Run) -> Str
         capture::page_data(&data, run);
     }
     if let Ok(m) = cdp
-        .call_within(s, "Performance.getMetrics", json!({}), SHORT)
+        .call_within(s, "Performance.getMetrics", json!({}), left())
         .await
     {
         run.metrics = m["metrics"]
@@ -321,7 +333,7 @@ async fn collect(cdp: &Cdp, session: &str, spec: &JobSpec, run: &mut Run) -> Str
                 s,
                 "Page.captureScreenshot",
                 json!({ "format": "png" }),
-                SHORT,
+                left(),
             )
             .await
         {

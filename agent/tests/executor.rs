@@ -409,6 +409,25 @@ async fn a_crashed_renderer_ends_the_run_with_a_clear_error_at_once() {
         .await
         .unwrap();
     let session = attached["sessionId"].as_str().unwrap().to_owned();
+    // the target's URL changes when the navigation starts; crash the renderer that committed it
+    loop {
+        let at = cdp
+            .call(
+                Some(&session),
+                "Runtime.evaluate",
+                serde_json::json!({ "expression": "location.pathname", "returnByValue": true }),
+            )
+            .await
+            .unwrap();
+        if at["result"]["value"] == vantage_tests::origin::NEVER_PATH {
+            break;
+        }
+        assert!(
+            !job.is_finished(),
+            "the job ended before its page committed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let crashed_at = std::time::Instant::now();
     // the renderer dies before it can answer, so the call's own result is of no interest
     let c = cdp.clone();
