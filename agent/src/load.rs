@@ -114,11 +114,7 @@ impl Watch {
     pub fn on_event(&mut self, e: CdpEvent) {
         let p = &e.params;
         match e.method.as_str() {
-            "Page.lifecycleEvent" if p["name"] == "load" => {
-                if self.loader.is_none() || p["loaderId"].as_str() == self.loader.as_deref() {
-                    self.loaded = true;
-                }
-            }
+            "Page.lifecycleEvent" if p["name"] == "load" && self.ours(p) => self.loaded = true,
             "Inspector.targetCrashed" => self.gone = Some("the renderer crashed".into()),
             "Inspector.detached" | "Target.detachedFromTarget" => {
                 let why = p["reason"].as_str().unwrap_or("the target went away");
@@ -140,12 +136,20 @@ impl Watch {
                     url: p["entry"]["url"].as_str().map(str::to_owned),
                 },
             ),
-            m if m.starts_with("Network.") => {
-                if self.fall.on_event(m, p) {
-                    self.last_activity = Instant::now();
-                }
-            }
+            m if m.starts_with("Network.") => self.network(m, p),
             _ => {}
+        }
+    }
+
+    /// Whether a page event is of the watched navigation's loader.
+    fn ours(&self, p: &Value) -> bool {
+        self.loader.is_none() || p["loaderId"].as_str() == self.loader.as_deref()
+    }
+
+    /// A Network event into the waterfall; loading activity restarts the quiet window.
+    fn network(&mut self, method: &str, p: &Value) {
+        if self.fall.on_event(method, p) {
+            self.last_activity = Instant::now();
         }
     }
 
