@@ -412,3 +412,117 @@ impl HeaderCap {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sent(id: &str, loader: &str, url: &str, ty: &str, t: f64) -> Value {
+        json!({ "requestId": id, "loaderId": loader, "type": ty, "timestamp": t,
+                "request": { "url": url, "method": "GET", "headers": { "Accept": "*/*" } } })
+    }
+
+    #[test]
+    fn stragglers_of_an_earlier_navigation_are_not_this_ones() {
+        let mut w = Waterfall::new(Some("new".into()), ["old".to_owned()].into());
+        // the page being left sends a beacon, and a byte of an old request arrives
+        assert!(!w.on_event(
+            "Network.requestWillBeSent",
+            &sent("b", "old", "http://a.test/beacon", "Ping", 1.0)
+        ));
+        assert!(!w.on_event(
+            "Network.dataReceived",
+            &json!({ "requestId": "b", "dataLength": 9 })
+        ));
+        assert!(w.on_event(
+            "Network.requestWillBeSent",
+            &sent("d", "new", "http://a.test/", "Document", 2.0)
+        ));
+        // an iframe's document has a loader of its own, never seen before: it is this page's
+        assert!(w.on_event(
+            "Network.requestWillBeSent",
+            &sent("f", "frame", "http://a.test/frame", "Document", 2.1)
+        ));
+        assert_eq!(
+            w.loaders().collect::<HashSet<_>>(),
+            HashSet::from([&"new".to_owned(), &"frame".to_owned()])
+        );
+        let mut run = Run::default();
+        w.finish(&mut run);
+        let urls: Vec<_> = run.requests.iter().map(|r| r.url.as_str()).collect();
+        assert_eq!(urls, ["http://a.test/", "http://a.test/frame"]);
+        assert!(run.requests.iter().all(|r| r.unfinished));
+    }
+
+    #[test]
+    fn extra_info_headers_win_in_either_order_and_streams_are_not_activity() {
+        let mut w = Waterfall::new(None, HashSet::new());
+        let extra = json!({ "requestId": "d", "headers": { "Cookie": "a=1", "Accept": "*/*" } });
+        assert!(!w.on_event("Network.requestWillBeSentExtraInfo", &extra));
+        w.on_event(
+            "Network.requestWillBeSent",
+            &sent("d", "l", "http://a.test/", "Document", 1.0),
+        );
+        let resp = json!({ "requestId": "d", "response": { "status": 200, "statusText": "OK",
+            "headers": { "Content-Type": "text/html" } } });
+        let resp_extra = json!({ "requestId": "d",
+            "headers": { "set-cookie": "a=1\nb=2", "content-type": "text/html" } });
+        w.on_event("Network.responseReceivedExtraInfo", &resp_extra);
+        assert!(w.on_event("Network.responseReceived", &resp));
+        w.on_event(
+            "Network.requestWillBeSent",
+            &sent("e", "l", "http://a.test/events", "EventSource", 1.5),
+        );
+        assert!(!w.on_event(
+            "Network.dataReceived",
+            &json!({ "requestId": "e", "dataLength": 5 })
+        ));
+        assert!(w.on_event(
+            "Network.loadingFinished",
+            &json!({ "requestId": "d", "timestamp": 1.2 })
+        ));
+        let mut run = Run::default();
+        w.finish(&mut run);
+        let d = &run.requests[0];
+        assert_eq!(
+            (d.status, d.status_text.as_str(), d.unfinished),
+            (200, "OK", false)
+        );
+        let names = |h: &[Header]| {
+            h.iter()
+                .map(|h| format!("{}: {}", h.name, h.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&d.request_headers), ["Accept: */*", "Cookie: a=1"]);
+        assert_eq!(
+            names(&d.response_headers),
+            [
+                "content-type: text/html",
+                "set-cookie: a=1",
+                "set-cookie: b=2"
+            ]
+        );
+        assert!(run.requests[1].unfinished);
+        assert!(run.omitted.is_empty(), "{:?}", run.omitted);
+    }
+
+    #[test]
+    fn headers_are_capped_per_request_and_the_cut_is_said() {
+        let many: serde_json::Map<String, Value> = (0..MAX_HEADERS + 5)
+            .map(|i| (format!("x-{i:03}"), json!("v")))
+            .collect();
+        let mut w = Waterfall::new(None, HashSet::new());
+        let mut p = sent("d", "l", "http://a.test/", "Document", 1.0);
+        p["request"]["headers"] = Value::Object(many);
+        w.on_event("Network.requestWillBeSent", &p);
+        let mut run = Run::default();
+        w.finish(&mut run);
+        assert_eq!(run.requests[0].request_headers.len(), MAX_HEADERS);
+        assert!(
+            run.omitted[0].starts_with("5 headers past"),
+            "{:?}",
+            run.omitted
+        );
+    }
+}
