@@ -3,7 +3,7 @@
 //! TBT, Navigation Timing phases and HAR phases.
 
 use serde_json::Value;
-use vantage_proto::{HarTimings, Lcp, LongTask, NavTiming, TbtWindow};
+use vantage_proto::{HarTimings, Lcp, LongTask, NavTiming, Run, TbtWindow};
 
 /// Registered on every new document before its own scripts run, so buffered entries and
 /// everything after are seen.
@@ -32,6 +32,29 @@ pub const COLLECT_JS: &str = r#"JSON.stringify((() => {
   const n = performance.getEntriesByType('navigation')[0];
   return { nav: n ? n.toJSON() : null, v: window.__vantage || null, now: performance.now(), ua: navigator.userAgent };
 })())"#;
+
+/// Fills `run`'s page-measured fields from what [`COLLECT_JS`] returned.
+pub fn page_data(data: &Value, run: &mut Run) {
+    if !data["nav"].is_null() {
+        run.timing = nav_timing(&data["nav"]);
+    }
+    let v = &data["v"];
+    run.first_paint_ms = v["paints"]["first-paint"].as_f64();
+    run.first_contentful_paint_ms = v["paints"]["first-contentful-paint"].as_f64();
+    run.lcp = lcp(v);
+    let pairs = |k: &str| -> Vec<(f64, f64)> {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    run.cls = cls(&pairs("shifts"));
+    let end = data["now"].as_f64().unwrap_or(0.0);
+    (run.tbt, run.long_tasks) = tbt(&pairs("longtasks"), run.first_contentful_paint_ms, end);
+}
 
 fn f(v: &Value, k: &str) -> f64 {
     v.get(k).and_then(Value::as_f64).unwrap_or(0.0)

@@ -1,8 +1,11 @@
 //! A small Chrome DevTools Protocol client over one WebSocket to the local browser: commands with
-//! ids and replies, and events routed to per-session subscribers. One task owns the socket.
+//! ids and replies (each with a deadline), and events routed to per-session subscribers through
+//! bounded queues. One task owns the socket.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use futures_util::{SinkExt, StreamExt};
@@ -19,10 +22,65 @@ pub struct CdpEvent {
 
 type Pending = HashMap<u64, oneshot::Sender<Result<Value>>>;
 
+/// How long a command may wait for its reply unless the caller gives its own deadline: far more
+/// than any command takes on a live browser, so only a wedged one runs into it.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Events queued per session before newer ones are dropped: a run reads them as they come, so
+/// only a page flooding the protocol (thousands of requests or console lines a second) fills it.
+pub const EVENT_QUEUE: usize = 65_536;
+
+/// A session's events, and how many were dropped because its queue was full.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<CdpEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Events {
+    /// A receiver that never yields an event (the session is not attached yet).
+    pub fn none() -> Self {
+        let (_, rx) = mpsc::channel(1);
+        Self {
+            rx,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// The next event; `None` once the connection or the subscription is gone.
+    pub async fn recv(&mut self) -> Option<CdpEvent> {
+        self.rx.recv().await
+    }
+
+    /// An event already queued, if any.
+    pub fn try_recv(&mut self) -> Option<CdpEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Events dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<CdpEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    /// Queues `e` without waiting: the reader task also delivers replies, so it never blocks.
+    fn deliver(&self, e: CdpEvent) {
+        if self.tx.try_send(e).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Routes {
     pending: Pending,
-    sessions: HashMap<String, mpsc::UnboundedSender<CdpEvent>>,
+    sessions: HashMap<String, Subscriber>,
     closed: bool,
 }
 
@@ -31,7 +89,7 @@ struct Routes {
 pub struct Cdp {
     out: mpsc::UnboundedSender<String>,
     routes: Arc<Mutex<Routes>>,
-    next: Arc<std::sync::atomic::AtomicU64>,
+    next: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Cdp {
@@ -77,16 +135,7 @@ impl Cdp {
                         let _ = tx.send(res);
                     }
                 } else if let Some(method) = v.get("method").and_then(Value::as_str) {
-                    let session = v
-                        .get("sessionId")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if let Some(tx) = routes.sessions.get(session) {
-                        let _ = tx.send(CdpEvent {
-                            method: method.to_owned(),
-                            params: v.get("params").cloned().unwrap_or(Value::Null),
-                        });
-                    }
+                    route_event(&routes, method, &v);
                 }
             }
             let mut routes = r.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,9 +153,22 @@ impl Cdp {
     }
 
     /// Sends a command (to a session, or to the browser when `session` is `None`) and waits for
-    /// its reply.
+    /// its reply, at most [`CALL_DEADLINE`].
     pub async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Result<Value> {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.call_within(session, method, params, CALL_DEADLINE)
+            .await
+    }
+
+    /// [`Cdp::call`] with its own deadline: past it the call fails (the reply, if it still comes,
+    /// is discarded).
+    pub async fn call_within(
+        &self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+        deadline: Duration,
+    ) -> Result<Value> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut msg = json!({ "id": id, "method": method, "params": params });
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
@@ -122,9 +184,22 @@ impl Cdp {
         self.out
             .send(msg.to_string())
             .map_err(|_| anyhow!("DevTools connection is gone"))?;
-        rx.await
-            .map_err(|_| anyhow!("DevTools connection is gone"))?
-            .with_context(|| format!("{method} failed"))
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(reply) => reply
+                .map_err(|_| anyhow!("DevTools connection is gone"))?
+                .with_context(|| format!("{method} failed")),
+            Err(_) => {
+                self.routes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pending
+                    .remove(&id);
+                Err(anyhow!(
+                    "{method} had no reply within {} ms",
+                    deadline.as_millis()
+                ))
+            }
+        }
     }
 
     /// Whether `other` is a handle to this same connection.
@@ -137,15 +212,23 @@ impl Cdp {
         self.routes.lock().unwrap_or_else(|e| e.into_inner()).closed
     }
 
-    /// Receives every event of `session` from now on.
-    pub fn subscribe(&self, session: &str) -> mpsc::UnboundedReceiver<CdpEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Receives every event of `session` from now on (up to [`EVENT_QUEUE`] unread), and
+    /// `Target.detachedFromTarget` for it.
+    pub fn subscribe(&self, session: &str) -> Events {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let dropped = Arc::<AtomicU64>::default();
         self.routes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .sessions
-            .insert(session.to_owned(), tx);
-        rx
+            .insert(
+                session.to_owned(),
+                Subscriber {
+                    tx,
+                    dropped: dropped.clone(),
+                },
+            );
+        Events { rx, dropped }
     }
 
     pub fn unsubscribe(&self, session: &str) {
@@ -154,5 +237,24 @@ impl Cdp {
             .unwrap_or_else(|e| e.into_inner())
             .sessions
             .remove(session);
+    }
+}
+
+/// Routes an event to its session's subscriber. A detach is sent on the parent (browser)
+/// connection, naming the session in its params: the session's own subscriber gets it too, so a
+/// run learns its page is gone.
+fn route_event(routes: &Routes, method: &str, v: &Value) {
+    let params = v.get("params").cloned().unwrap_or(Value::Null);
+    let session = match method {
+        "Target.detachedFromTarget" => params.get("sessionId"),
+        _ => v.get("sessionId"),
+    }
+    .and_then(Value::as_str)
+    .unwrap_or_default();
+    if let Some(sub) = routes.sessions.get(session) {
+        sub.deliver(CdpEvent {
+            method: method.to_owned(),
+            params,
+        });
     }
 }

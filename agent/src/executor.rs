@@ -3,20 +3,17 @@
 //! performance entries, and a deadline on every phase so a page that never settles still yields a
 //! partial report.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use vantage_proto::{
-    ConsoleEntry, JobSpec, Report, Run, RunView, Summary, View, Wait, SCHEMA_VERSION,
-};
+use vantage_proto::{JobSpec, Report, Run, RunView, Summary, View, SCHEMA_VERSION};
 
 use crate::capture::{self, COLLECT_JS};
 use crate::cdp::Cdp;
+use crate::load::{End, Watch};
 use crate::page::{self, PageCtx, PagePool};
-use crate::waterfall::Waterfall;
 
 /// Who ran the job, for the report.
 #[derive(Debug, Clone)]
@@ -154,6 +151,8 @@ async fn wait_until(at_unix_ms: u64) {
     }
 }
 
+/// One run: a context for a cold view (the warm view reuses it), the navigation, its events
+/// until the run is over, then what the page measured.
 async fn run_once(
     cdp: &Cdp,
     spec: &JobSpec,
@@ -169,20 +168,7 @@ async fn run_once(
         if let Some(old) = page.take() {
             old.close().await;
         }
-        let opened = tokio::time::timeout_at(deadline.into(), async {
-            // a spare that failed to open (its browser went away) is not worth a failed run
-            let p = match pool.take(cdp).await {
-                Ok(Ok(p)) => p,
-                _ => page::open(cdp)
-                    .await
-                    .map_err(|e| anyhow!("opening a browser context failed: {e}"))??,
-            };
-            p.configure(spec).await?;
-            Ok::<_, anyhow::Error>(p)
-        })
-        .await
-        .map_err(|_| anyhow!("timed out opening a browser context"))??;
-        *page = Some(opened);
+        *page = Some(open_context(cdp, spec, pool, deadline).await?);
     }
     let p = page
         .as_mut()
@@ -192,8 +178,7 @@ async fn run_once(
         // the wait is not the page's time: the load gets its whole timeout from the start
         deadline = Instant::now() + timeout;
     }
-    while p.events.try_recv().is_ok() {}
-    let s = Some(p.session.as_str());
+    p.drain_stale();
     begin.unix_ms = unix_ms();
     let mut run = Run {
         index,
@@ -203,130 +188,137 @@ async fn run_once(
         viewport: Some(spec.viewport),
         ..Run::default()
     };
-    let mut fall = Waterfall::default();
-    // console errors and exceptions past the cap: (console, exceptions)
-    let mut dropped = (0u64, 0u64);
-    let nav = tokio::time::timeout_at(
-        deadline.into(),
-        cdp.call(s, "Page.navigate", json!({ "url": spec.url })),
-    )
-    .await;
-    match nav {
-        Err(_) => run.timed_out = true,
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(v)) => {
-            if let Some(err) = v
-                .get("errorText")
-                .and_then(Value::as_str)
-                .filter(|e| !e.is_empty())
-            {
-                if err.contains("CERT") || err.contains("SSL") {
-                    run.certificate_error = Some(err.to_owned());
-                }
-                run.error = Some(format!("navigation failed: {err}"));
-            }
-        }
-    }
-    // wait for load, then (optionally) a quiet network window
-    let quiet = match spec.wait {
-        Wait::Load => None,
-        Wait::LoadAndQuiet { quiet_ms } => Some(Duration::from_millis(u64::from(quiet_ms))),
+    let loader = navigate(cdp, p, spec, &mut run, deadline).await?;
+    let mut watch = Watch::new(loader, p.stale.clone(), run.error.is_some());
+    let end = if run.timed_out {
+        End::TimedOut
+    } else {
+        watch.follow(&mut p.events, spec.wait, deadline).await
     };
-    let mut loaded = run.error.is_some();
-    let mut quiet_since = Instant::now();
-    while !run.timed_out {
-        let now = Instant::now();
-        if loaded {
-            match quiet {
-                None => break,
-                Some(q) if fall.inflight.is_empty() && now.duration_since(quiet_since) >= q => {
-                    break
-                }
-                _ => {}
-            }
-        }
-        if now >= deadline {
-            run.timed_out = true;
-            break;
-        }
-        let tick = (now + Duration::from_millis(50)).min(deadline);
-        match tokio::time::timeout_at(tick.into(), p.events.recv()).await {
-            Ok(Some(e)) => match e.method.as_str() {
-                "Page.loadEventFired" => loaded = true,
-                "Runtime.consoleAPICalled" if e.params["type"] == "error" => keep(
-                    &mut run.console_errors,
-                    &mut dropped.0,
-                    console_entry(&e.params),
-                ),
-                "Runtime.exceptionThrown" => keep(
-                    &mut run.exceptions,
-                    &mut dropped.1,
-                    exception_entry(&e.params),
-                ),
-                "Log.entryAdded" if e.params["entry"]["level"] == "error" => keep(
-                    &mut run.console_errors,
-                    &mut dropped.0,
-                    ConsoleEntry {
-                        text: e.params["entry"]["text"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        url: e.params["entry"]["url"].as_str().map(str::to_owned),
-                    },
-                ),
-                m if m.starts_with("Network.") => {
-                    fall.on_event(m, &e.params);
-                    quiet_since = Instant::now();
-                }
-                _ => {}
-            },
-            Ok(None) => return Err(anyhow!("the browser closed the page")),
-            Err(_) => {}
-        }
+    p.stale.extend(watch.fall.loaders().cloned());
+    let mut ua = String::new();
+    match &end {
+        End::Settled => {}
+        End::NeverQuiet => run.omitted.push(
+            "network activity past the deadline: the page never went quiet after load".into(),
+        ),
+        End::TimedOut => run.timed_out = true,
+        // a dead page answers nothing: report what the events said, without waiting on it
+        End::Gone(why) => run.error = Some(why.clone()),
     }
-    // collect what the page measured (short deadlines: the page may be wedged)
-    let short = Duration::from_secs(5);
-    let collected = tokio::time::timeout(
-        short,
-        cdp.call(
+    if !matches!(end, End::Gone(_)) {
+        ua = collect(cdp, &p.session, spec, &mut run, deadline).await;
+    }
+    watch.finish(&mut run);
+    let dropped = p.events.dropped();
+    if dropped > 0 {
+        run.omitted.push(format!(
+            "{dropped} browser events: the page sent them faster than the agent could read"
+        ));
+    }
+    Ok((run, ua))
+}
+
+/// A configured context for a cold run: the pool's spare if it opened, else a new one.
+async fn open_context(
+    cdp: &Cdp,
+    spec: &JobSpec,
+    pool: &PagePool,
+    deadline: Instant,
+) -> Result<PageCtx> {
+    tokio::time::timeout_at(deadline.into(), async {
+        // a spare that failed to open (its browser went away) is not worth a failed run
+        let p = match pool.take(cdp).await {
+            Ok(Ok(p)) => p,
+            _ => page::open(cdp)
+                .await
+                .map_err(|e| anyhow!("opening a browser context failed: {e}"))??,
+        };
+        p.configure(spec).await?;
+        Ok::<_, anyhow::Error>(p)
+    })
+    .await
+    .map_err(|_| anyhow!("timed out opening a browser context"))?
+}
+
+/// Navigates to the job's URL; the navigation's loader, if it said. A navigation error (DNS,
+/// refused, TLS) goes into the run, not the result: the run still reports what it saw.
+async fn navigate(
+    cdp: &Cdp,
+    p: &PageCtx,
+    spec: &JobSpec,
+    run: &mut Run,
+    deadline: Instant,
+) -> Result<Option<String>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let nav = cdp
+        .call_within(
+            Some(&p.session),
+            "Page.navigate",
+            json!({ "url": spec.url }),
+            left,
+        )
+        .await;
+    let v = match nav {
+        Err(_) if Instant::now() >= deadline => {
+            run.timed_out = true;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+        Ok(v) => v,
+    };
+    if let Some(err) = v
+        .get("errorText")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+    {
+        if err.contains("CERT") || err.contains("SSL") {
+            run.certificate_error = Some(err.to_owned());
+        }
+        run.error = Some(format!("navigation failed: {err}"));
+    }
+    Ok(v.get("loaderId").and_then(Value::as_str).map(str::to_owned))
+}
+
+/// What the page measured, its metrics and (if asked) a screenshot, into `run`; the page's user
+/// agent. Each call may take what is left of the run's deadline, and at least a few seconds: a
+/// renderer still laying out a huge page answers late, a wedged one never.
+async fn collect(
+    cdp: &Cdp,
+    session: &str,
+    spec: &JobSpec,
+    run: &mut Run,
+    deadline: Instant,
+) -> String {
+    const LEAST: Duration = Duration::from_secs(5);
+    let s = Some(session);
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(LEAST)
+    };
+    let collected = cdp
+        .call_within(
             s,
             "Runtime.evaluate",
             json!({ "expression": COLLECT_JS, "returnByValue": true }),
-        ),
-    )
-    .await;
+            left(),
+        )
+        .await;
     let mut ua = String::new();
-    if let Ok(Ok(v)) = collected {
+    if let Ok(v) = collected {
         let data: Value = v["result"]["value"]
             .as_str()
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or(Value::Null);
         ua = data["ua"].as_str().unwrap_or_default().to_owned();
-        if !data["nav"].is_null() {
-            run.timing = capture::nav_timing(&data["nav"]);
-        }
-        let v = &data["v"];
-        run.first_paint_ms = v["paints"]["first-paint"].as_f64();
-        run.first_contentful_paint_ms = v["paints"]["first-contentful-paint"].as_f64();
-        run.lcp = capture::lcp(v);
-        let pairs = |k: &str| -> Vec<(f64, f64)> {
-            v[k].as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        run.cls = capture::cls(&pairs("shifts"));
-        let end = data["now"].as_f64().unwrap_or(0.0);
-        (run.tbt, run.long_tasks) =
-            capture::tbt(&pairs("longtasks"), run.first_contentful_paint_ms, end);
+        capture::page_data(&data, run);
     }
-    if let Ok(Ok(m)) =
-        tokio::time::timeout(short, cdp.call(s, "Performance.getMetrics", json!({}))).await
+    if let Ok(m) = cdp
+        .call_within(s, "Performance.getMetrics", json!({}), left())
+        .await
     {
-        let metrics: BTreeMap<String, f64> = m["metrics"]
+        run.metrics = m["metrics"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -334,52 +326,21 @@ async fn run_once(
                     .collect()
             })
             .unwrap_or_default();
-        run.metrics = metrics;
     }
     if spec.screenshot && run.error.is_none() {
-        if let Ok(Ok(shot)) = tokio::time::timeout(
-            short,
-            cdp.call(s, "Page.captureScreenshot", json!({ "format": "png" })),
-        )
-        .await
+        if let Ok(shot) = cdp
+            .call_within(
+                s,
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+                left(),
+            )
+            .await
         {
             run.screenshot_png_base64 = shot["data"].as_str().map(str::to_owned);
         }
     }
-    if let Some((status, url)) = fall.document() {
-        run.status = status;
-        run.final_url = url;
-    }
-    for (n, what, cap) in [
-        (dropped.0, "console errors", MAX_ENTRIES),
-        (dropped.1, "exceptions", MAX_ENTRIES),
-        (fall.dropped, "requests", crate::waterfall::MAX_REQUESTS),
-    ] {
-        if n > 0 {
-            run.omitted
-                .push(format!("{n} more {what} past the first {cap}"));
-        }
-    }
-    run.redirects = std::mem::take(&mut fall.redirects);
-    run.requests = fall.into_requests();
-    Ok((run, ua))
-}
-
-/// Console errors and exceptions kept per run, and characters kept of each.
-const MAX_ENTRIES: usize = 200;
-const MAX_TEXT: usize = 4096;
-
-/// Keeps `e` (its text cut to [`MAX_TEXT`] characters) unless the list is full; counts it if so.
-fn keep(list: &mut Vec<ConsoleEntry>, dropped: &mut u64, mut e: ConsoleEntry) {
-    if list.len() >= MAX_ENTRIES {
-        *dropped += 1;
-        return;
-    }
-    if let Some((i, _)) = e.text.char_indices().nth(MAX_TEXT) {
-        e.text.truncate(i);
-        e.text.push('…');
-    }
-    list.push(e);
+    ua
 }
 
 /// The report as a job-stream frame of at most `limit` bytes of JSON: screenshots go first,
@@ -425,38 +386,4 @@ fn shrink(report: &mut Report) -> bool {
         return true;
     }
     false
-}
-
-fn console_entry(p: &Value) -> ConsoleEntry {
-    let text = p["args"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    x["value"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| x["description"].as_str().unwrap_or_default().to_owned())
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
-    let url = p["stackTrace"]["callFrames"][0]["url"]
-        .as_str()
-        .map(str::to_owned);
-    ConsoleEntry { text, url }
-}
-
-fn exception_entry(p: &Value) -> ConsoleEntry {
-    let d = &p["exceptionDetails"];
-    let text = d["exception"]["description"]
-        .as_str()
-        .or(d["text"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    ConsoleEntry {
-        text,
-        url: d["url"].as_str().map(str::to_owned),
-    }
 }

@@ -13,6 +13,7 @@ pub mod executor;
 pub mod gateway;
 pub mod health;
 pub mod jobs;
+pub mod load;
 pub mod page;
 pub mod waterfall;
 

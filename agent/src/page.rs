@@ -3,16 +3,16 @@
 //! domain enables wait for it (about 350 ms here), which would otherwise sit on every job's
 //! critical path.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use vantage_proto::JobSpec;
 
 use crate::capture::OBSERVER_JS;
-use crate::cdp::{Cdp, CdpEvent};
+use crate::cdp::{Cdp, Events};
 
 /// A browser context with one page attached. Dropped without [`PageCtx::close`] (a cancelled
 /// job, a spare nobody took), it still disposes of the context, so nothing leaks a tab.
@@ -20,7 +20,10 @@ pub(crate) struct PageCtx {
     cdp: Cdp,
     context: String,
     pub(crate) session: String,
-    pub(crate) events: mpsc::UnboundedReceiver<CdpEvent>,
+    pub(crate) events: Events,
+    /// Loaders of the navigations run on this page so far: their late events are not the next
+    /// run's.
+    pub(crate) stale: HashSet<String>,
     closed: bool,
 }
 
@@ -62,12 +65,12 @@ impl PageCtx {
             .ok_or_else(|| anyhow!("no browserContextId"))?
             .to_owned();
         // from here on, any early return disposes of the context through Drop
-        let (_, no_events) = mpsc::unbounded_channel();
         let mut ctx = Self {
             cdp: cdp.clone(),
             context: context.clone(),
             session: String::new(),
-            events: no_events,
+            events: Events::none(),
+            stale: HashSet::new(),
             closed: false,
         };
         let target = cdp
@@ -95,15 +98,23 @@ impl PageCtx {
         ctx.events = cdp.subscribe(&session);
         ctx.session = session.clone();
         let s = Some(session.as_str());
+        // Inspector reports a crashed renderer; lifecycle events name the loader whose load fired
         for domain in [
             "Page.enable",
             "Network.enable",
             "Runtime.enable",
             "Log.enable",
             "Performance.enable",
+            "Inspector.enable",
         ] {
             cdp.call(s, domain, json!({})).await?;
         }
+        cdp.call(
+            s,
+            "Page.setLifecycleEventsEnabled",
+            json!({ "enabled": true }),
+        )
+        .await?;
         // certificate errors are never ignored: no Security.setIgnoreCertificateErrors here
         cdp.call(
             s,
@@ -135,6 +146,21 @@ impl PageCtx {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Takes the events queued before a navigation: they are the previous run's, whose loaders
+    /// are noted stale so their stragglers are told apart too.
+    pub(crate) fn drain_stale(&mut self) {
+        while let Some(e) = self.events.try_recv() {
+            if let Some(l) = e
+                .params
+                .get("loaderId")
+                .and_then(|l| l.as_str())
+                .filter(|l| !l.is_empty())
+            {
+                self.stale.insert(l.to_owned());
+            }
+        }
     }
 
     pub(crate) async fn close(mut self) {

@@ -2,6 +2,7 @@
 //! links, stock `wireguard-go` peers, and the traffic patterns the benchmarks measure.
 
 pub mod cluster;
+pub mod live;
 pub mod netns;
 pub mod origin;
 pub mod traffic;

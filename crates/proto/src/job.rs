@@ -32,7 +32,13 @@ pub struct Viewport {
 pub enum Wait {
     /// The `load` event.
     Load,
-    /// `load`, then no network activity for `quiet_ms` (capped at [`MAX_QUIET_MS`]).
+    /// `load`, then no network activity for `quiet_ms` (capped at [`MAX_QUIET_MS`]), as
+    /// WebPageTest and browsertime define it: activity is a request sent or response bytes
+    /// received by the page's navigation. Requests left open do not count (a page may never read
+    /// a body it fetched, and the browser then never finishes it; such requests are reported
+    /// `unfinished`), nor do WebSocket frames and EventSource messages. The job's `timeout_ms` is
+    /// the hard cap: a page still busy then ends its run there, not marked timed out (it did
+    /// load), with the fact noted in the run's `omitted`.
     LoadAndQuiet { quiet_ms: u32 },
 }
 
