@@ -10,17 +10,24 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use hyper::Method;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::sync::{mpsc, watch};
+
+use crate::procs;
+pub use crate::procs::{group_members, reap_orphans};
+use crate::sandbox::{self, Sandbox};
 
 /// Supervisor settings.
 #[derive(Debug, Clone)]
 pub struct ChromiumConfig {
     /// The browser executable (`CHROME`, else Debian's `chromium`).
     pub path: PathBuf,
+    /// Who runs the browser when the agent is root (the sandbox cannot run as root); see
+    /// [`crate::sandbox`].
+    pub user: Option<String>,
     pub extra_args: Vec<String>,
     /// Restart the browser after this many jobs (0 = never).
     pub recycle_after_jobs: u32,
@@ -41,6 +48,7 @@ impl Default for ChromiumConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("chromium"),
+            user: None,
             extra_args: Vec::new(),
             recycle_after_jobs: 100,
             rss_ceiling: 2 << 30,
@@ -100,6 +108,8 @@ struct Shared {
     recycle_after: u32,
     /// Jobs using the browser right now ([`Lease`]s).
     in_use: AtomicU32,
+    /// Whether the browser runs sandboxed, decided at start-up.
+    sandbox: Sandbox,
 }
 
 /// Held by a job while it uses the browser: a recycle waits until every lease has ended, so a
@@ -127,14 +137,28 @@ impl Supervisor {
         become_subreaper();
         let (state_tx, state) = watch::channel(BrowserState::Starting);
         let (tx, rx) = mpsc::unbounded_channel();
+        // once, at start-up: a short-lived probe process
+        let sandbox = sandbox::probe(cfg.user.as_deref());
+        match &sandbox {
+            Sandbox::On { user, .. } => tracing::info!(%user, "chromium runs sandboxed"),
+            Sandbox::Off { reason } => {
+                tracing::warn!(%reason, "chromium runs WITHOUT its sandbox (--no-sandbox)")
+            }
+        }
         let shared = Arc::new(Shared {
             state: state_tx,
             jobs: AtomicU32::new(0),
             recycle_after: cfg.recycle_after_jobs,
             in_use: AtomicU32::new(0),
+            sandbox,
         });
         tokio::spawn(supervise(cfg, shared.clone(), rx));
         Self { state, tx, shared }
+    }
+
+    /// Whether the browser runs with its sandbox (and as whom), or why not.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.shared.sandbox
     }
 
     pub fn state(&self) -> BrowserState {
@@ -237,14 +261,51 @@ struct Browser {
     pid: i32,
     port: u16,
     started: Instant,
-    _profile: TempDir,
+    profile: TempDir,
+}
+
+impl Browser {
+    /// `TMPDIR=<profile>`: every process the browser starts inherits it, so it marks the ones that
+    /// left its group too.
+    fn marker(&self) -> Vec<u8> {
+        let mut m = b"TMPDIR=".to_vec();
+        m.extend_from_slice(self.profile.0.as_os_str().as_encoded_bytes());
+        m
+    }
+
+    /// Kills the browser's whole tree and reaps it, off the runtime.
+    async fn kill(self) {
+        let (pid, marker) = (self.pid, self.marker());
+        let killed = tokio::task::spawn_blocking(move || {
+            let tree = procs::browser_tree(pid, &marker);
+            procs::kill_and_reap(pid, &tree);
+        })
+        .await;
+        if let Err(e) = killed {
+            tracing::warn!(error = %e, "killing chromium's processes failed");
+        }
+        drop(self);
+    }
+
+    /// The resident memory of the browser's tree, read off the runtime.
+    async fn rss(&self) -> u64 {
+        let (pid, marker) = (self.pid, self.marker());
+        tokio::task::spawn_blocking(move || procs::rss(procs::browser_tree(pid, &marker)))
+            .await
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Browser {
-    /// However the supervisor ends (a stop, a panic, its runtime shutting down), the browser's
-    /// whole group goes with it; killing an already dead group is harmless.
+    /// However the supervisor ends (a panic, its runtime shutting down), the browser's group goes
+    /// with it: one signal, no waiting and no `/proc` scan here, since this may run on a runtime
+    /// thread. Helpers outside the group are swept when the agent stops.
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        kill_group(self.pid);
+        // SAFETY: killpg on the group this supervisor created; killing a dead group is harmless.
+        unsafe {
+            libc::killpg(self.pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -269,11 +330,11 @@ impl Drop for TempDir {
 }
 
 /// The flags every launch uses: headless in a container, quiet on the network, DevTools on an
-/// ephemeral loopback port.
-pub fn launch_flags(profile: &std::path::Path) -> Vec<String> {
-    vec![
+/// ephemeral loopback port; `--no-sandbox` only when the sandbox cannot work.
+pub fn launch_flags(profile: &std::path::Path, sandboxed: bool) -> Vec<String> {
+    let no_sandbox = (!sandboxed).then(|| "--no-sandbox".to_owned());
+    let flags: Vec<String> = vec![
         "--headless".into(),
-        "--no-sandbox".into(),
         "--disable-dev-shm-usage".into(),
         "--disable-gpu".into(),
         format!("--user-data-dir={}", profile.display()),
@@ -286,13 +347,26 @@ pub fn launch_flags(profile: &std::path::Path) -> Vec<String> {
         "--disable-default-apps".into(),
         "--disable-breakpad".into(),
         "about:blank".into(),
-    ]
+    ];
+    no_sandbox.into_iter().chain(flags).collect()
 }
 
-fn launch(cfg: &ChromiumConfig) -> Result<(Browser, std::process::ChildStderr)> {
+fn launch(cfg: &ChromiumConfig, sandbox: &Sandbox) -> Result<(Browser, std::process::ChildStderr)> {
     let profile = TempDir::new()?;
     let mut cmd = Command::new(&cfg.path);
-    cmd.args(launch_flags(&profile.0))
+    if let Sandbox::On {
+        uid,
+        gid,
+        switch: true,
+        ..
+    } = *sandbox
+    {
+        // the browser's user owns its profile (and its temp files, which go there)
+        std::os::unix::fs::chown(&profile.0, Some(uid), Some(gid))
+            .with_context(|| format!("cannot give {} to uid {uid}", profile.0.display()))?;
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.args(launch_flags(&profile.0, sandbox.is_on()))
         .args(&cfg.extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -300,6 +374,8 @@ fn launch(cfg: &ChromiumConfig) -> Result<(Browser, std::process::ChildStderr)> 
         // Chromium's own temp files (shared memory, crashpad) go into the profile, which is
         // removed with it: a browser killed as a group cleans up nothing itself
         .env("TMPDIR", &profile.0)
+        // and so does what it keeps in its home (crash reports, config)
+        .env("HOME", &profile.0)
         // its own process group, so one signal reaches every renderer and helper
         .process_group(0);
     die_with_parent(&mut cmd);
@@ -315,7 +391,7 @@ fn launch(cfg: &ChromiumConfig) -> Result<(Browser, std::process::ChildStderr)> 
             pid,
             port: 0,
             started: Instant::now(),
-            _profile: profile,
+            profile,
         },
         stderr,
     ))
@@ -352,108 +428,61 @@ fn port_of(ws_url: &str) -> Result<u16> {
 
 /// `GET /json/version` on the DevTools port; returns the "Browser" field.
 pub async fn browser_version(port: u16) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "Browser")]
+        browser: String,
+    }
     let body = http_get(port, "/json/version").await?;
-    let key = "\"Browser\"";
-    let at = body
-        .find(key)
-        .ok_or_else(|| anyhow!("/json/version has no Browser field"))?;
-    let rest = &body[at + key.len()..];
-    let start = rest
-        .find('"')
-        .ok_or_else(|| anyhow!("malformed /json/version"))?
-        + 1;
-    let end = rest[start..]
-        .find('"')
-        .ok_or_else(|| anyhow!("malformed /json/version"))?;
-    Ok(rest[start..start + end].to_owned())
+    let v: Version = serde_json::from_str(&body)
+        .context("/json/version is not an object with a \"Browser\" string")?;
+    Ok(v.browser)
 }
 
-/// A minimal HTTP/1.1 GET to the local DevTools server (Host must be an IP for Chromium). The
-/// body is read by Content-Length: Chromium keeps the connection open.
+/// `GET path` on a loopback HTTP server (see [`devtools_http`]).
 pub async fn http_get(port: u16, path: &str) -> Result<String> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::with_capacity(4096);
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_owned())
-                    })
-                    .and_then(|v| v.parse::<usize>().ok());
-                let have = buf.len() - end - 4;
-                match len {
-                    Some(len) if have >= len => {
-                        let body =
-                            String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                        return Ok::<_, std::io::Error>((head, body));
-                    }
-                    _ => {}
-                }
-            }
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-                return Ok((head.to_owned(), body.to_owned()));
-            }
-            if buf.len() > 1 << 20 {
-                return Err(std::io::Error::other("DevTools answer larger than 1 MiB"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
-    let (head, body) = tokio::time::timeout(Duration::from_secs(5), fut)
+    devtools_http(port, Method::GET, path).await
+}
+
+/// Largest answer read from a loopback HTTP server.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// One HTTP/1.1 request to a server on 127.0.0.1 (Chromium's DevTools wants an IP in `Host`),
+/// with a deadline; the body of a 2xx answer, else an error naming the status.
+pub async fn devtools_http(port: u16, method: Method, path: &str) -> Result<String> {
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        // the connection task ends with the request: it is aborted below, or fails with the stream
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            resp.into_body(),
+            MAX_ANSWER,
+        ))
         .await
-        .map_err(|_| anyhow!("GET {path} timed out"))??;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+        .map_err(|e| anyhow!("cannot read the answer: {e}"))?
+        .to_bytes();
+        conn.abort();
+        anyhow::Ok((status, body))
+    };
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| anyhow!("{method} {path} timed out"))??;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        bail!("{method} {path}: {status}: {body}");
     }
     Ok(body)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Processes in a process group (Chromium and every helper it started).
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| rest.split_whitespace().nth(2).map(str::to_owned))
-                })
-                .flatten()
-                .and_then(|g| g.parse::<i32>().ok())
-                == Some(pgid)
-        })
-        .collect()
-}
-
-/// Resident memory of the whole group, in bytes.
-fn group_rss(pgid: i32) -> u64 {
-    group_members(pgid)
-        .into_iter()
-        .filter_map(|pid| {
-            let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-            s.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .sum::<u64>()
-        * 4096
 }
 
 /// Whether the main process has exited (and reaps it if so).
@@ -463,55 +492,6 @@ fn exited(pid: i32) -> bool {
     // SAFETY: waitpid with WNOHANG on our own child's pid only writes `status`.
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     r == pid || r == -1
-}
-
-/// SIGKILLs the whole group and reaps every process of it that is our child.
-#[allow(unsafe_code)]
-fn kill_group(pgid: i32) {
-    // SAFETY: plain syscalls on a process group this supervisor created; no memory is shared.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
-    }
-    // helpers reparent to us (we are a subreaper) only once the main process is gone, so keep
-    // reaping until the group is empty, not merely until waitpid runs out of children
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut status = 0;
-        // SAFETY: as above; reaps any child in the group, without blocking.
-        let r = unsafe { libc::waitpid(-pgid, &mut status, libc::WNOHANG) };
-        if r > 0 {
-            continue;
-        }
-        if group_members(pgid).is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    reap_orphans();
-}
-
-/// Reaps zombies that were reparented to us: Chromium helpers that left its process group (the
-/// crashpad handler does) are not reached by `waitpid(-pgid)`.
-#[allow(unsafe_code)]
-pub fn reap_orphans() {
-    let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        if f.next() == Some("Z") && f.next().and_then(|p| p.parse::<i32>().ok()) == Some(me) {
-            let mut status = 0;
-            // SAFETY: waitpid on a specific zombie child of ours; only writes `status`.
-            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        }
-    }
 }
 
 /// Chromium gets SIGKILL if the agent dies without cleaning up (OOM killer, SIGKILL), so a
@@ -555,21 +535,27 @@ pub fn disable_core_dumps() -> std::io::Result<()> {
     Ok(())
 }
 
-async fn start(cfg: &ChromiumConfig) -> Result<(Browser, String, String)> {
-    let (mut b, stderr) = launch(cfg)?;
+async fn start(cfg: &ChromiumConfig, sandbox: &Sandbox) -> Result<(Browser, String, String)> {
+    let (mut b, stderr) = launch(cfg, sandbox)?;
     let limit = cfg.start_timeout;
     let url = match tokio::task::spawn_blocking(move || devtools_url(stderr, limit)).await? {
         Ok(u) => u,
         Err(e) => {
-            kill_group(b.pid);
+            b.kill().await;
             return Err(e);
         }
     };
-    b.port = port_of(&url)?;
+    b.port = match port_of(&url) {
+        Ok(p) => p,
+        Err(e) => {
+            b.kill().await;
+            return Err(e);
+        }
+    };
     match browser_version(b.port).await {
         Ok(v) => Ok((b, url, v)),
         Err(e) => {
-            kill_group(b.pid);
+            b.kill().await;
             Err(e.context("chromium started but /json/version did not answer"))
         }
     }
@@ -584,7 +570,7 @@ async fn supervise(
     let mut backoff = cfg.backoff_min;
     let mut failures = 0u32;
     loop {
-        let browser = match start(&cfg).await {
+        let browser = match start(&cfg, &shared.sandbox).await {
             Ok((b, ws_url, version)) => {
                 tracing::info!(port = b.port, %version, pid = b.pid, "chromium ready");
                 shared.jobs.store(0, Ordering::SeqCst);
@@ -616,28 +602,17 @@ async fn supervise(
         let reason = loop {
             tokio::select! {
                 s = rx.recv() => match s {
-                    Some(Signal::Recycle) => {
-                        // the state is already `restarting`, so no new job starts meanwhile
-                        let end = Instant::now() + RECYCLE_DRAIN_MAX;
-                        while shared.in_use.load(Ordering::SeqCst) > 0 && Instant::now() < end {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some(Signal::Recycle) => match drain(&shared, &mut rx).await {
+                        Drained::Idle => {
+                            break format!("recycling after {} jobs", cfg.recycle_after_jobs)
                         }
-                        break format!("recycling after {} jobs", cfg.recycle_after_jobs);
-                    }
-                    Some(Signal::Stop(done)) => {
-                        kill_group(browser.pid);
-                        state.send_replace(BrowserState::Failed { reason: "stopped".into() });
-                        drop(browser);
-                        let _ = done.send(());
-                        return;
-                    }
-                    None => {
-                        kill_group(browser.pid);
-                        return;
-                    }
+                        Drained::Stop(done) => return stop(browser, state, done).await,
+                    },
+                    Some(Signal::Stop(done)) => return stop(browser, state, Some(done)).await,
+                    None => return stop(browser, state, None).await,
                 },
                 _ = tokio::time::sleep(cfg.health_interval) => {
-                    reap_orphans();
+                    let _ = tokio::task::spawn_blocking(procs::reap_orphans).await;
                     if exited(browser.pid) {
                         break "chromium exited".to_owned();
                     }
@@ -645,7 +620,7 @@ async fn supervise(
                         break format!("health check failed: {e:#}");
                     }
                     if cfg.rss_ceiling > 0 {
-                        let rss = group_rss(browser.pid);
+                        let rss = browser.rss().await;
                         if rss > cfg.rss_ceiling {
                             break format!("recycling at {} MiB RSS", rss >> 20);
                         }
@@ -654,9 +629,8 @@ async fn supervise(
             }
         };
         tracing::warn!(%reason, "restarting chromium");
-        kill_group(browser.pid);
         let stable = browser.started.elapsed() > Duration::from_secs(60);
-        drop(browser);
+        browser.kill().await;
         let recycle = reason.starts_with("recycling");
         state.send_replace(BrowserState::Restarting { reason });
         if recycle || stable {
@@ -668,6 +642,49 @@ async fn supervise(
             return;
         }
         backoff = (backoff * 2).min(cfg.backoff_max);
+    }
+}
+
+/// How a recycle's wait for running jobs ended.
+enum Drained {
+    /// No job holds a lease any more (or the longest wait passed).
+    Idle,
+    /// Asked to stop meanwhile: the jobs are being cancelled, so the browser goes now.
+    Stop(Option<tokio::sync::oneshot::Sender<()>>),
+}
+
+/// Waits until no job holds a lease, for at most [`RECYCLE_DRAIN_MAX`], while still taking a
+/// stop: a shutdown must not wait out a recycle. The state is already `restarting`, so no new
+/// job starts meanwhile.
+async fn drain(shared: &Shared, rx: &mut mpsc::UnboundedReceiver<Signal>) -> Drained {
+    let end = tokio::time::Instant::now() + RECYCLE_DRAIN_MAX;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    while shared.in_use.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < end {
+        tokio::select! {
+            s = rx.recv() => match s {
+                Some(Signal::Recycle) => {}
+                Some(Signal::Stop(done)) => return Drained::Stop(Some(done)),
+                None => return Drained::Stop(None),
+            },
+            _ = poll.tick() => {}
+        }
+    }
+    Drained::Idle
+}
+
+/// Ends supervision: the browser's whole process tree is killed and reaped (off the runtime),
+/// the state turns `failed: stopped`, and the stopper is told.
+async fn stop(
+    browser: Browser,
+    state: &watch::Sender<BrowserState>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    browser.kill().await;
+    state.send_replace(BrowserState::Failed {
+        reason: "stopped".into(),
+    });
+    if let Some(done) = done {
+        let _ = done.send(());
     }
 }
 

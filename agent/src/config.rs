@@ -18,6 +18,10 @@ pub struct Args {
     /// The Chromium executable.
     #[arg(long, env = "CHROME", default_value = "chromium")]
     pub chrome: std::path::PathBuf,
+    /// The user Chromium runs as when the agent runs as root, so it keeps its sandbox (which
+    /// cannot run as root); a non-root agent runs it as itself.
+    #[arg(long = "chromium-user", env = "VANTAGE_CHROMIUM_USER")]
+    pub chromium_user: Option<String>,
     /// Extra Chromium flag (repeatable).
     #[arg(long = "chrome-arg", allow_hyphen_values = true)]
     pub chrome_args: Vec<String>,
@@ -146,6 +150,7 @@ impl Args {
             connect_to,
             chromium: (!self.no_browser).then(|| crate::chromium::ChromiumConfig {
                 path: self.chrome,
+                user: self.chromium_user,
                 extra_args: self.chrome_args,
                 recycle_after_jobs: self.recycle_after,
                 rss_ceiling: self.rss_ceiling_mib << 20,

@@ -2,11 +2,14 @@
 //! (or has no seeds to join) and Chromium is ready; otherwise 503 and the reason.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// What the health endpoint reports; the agent's main loop keeps it current.
@@ -23,6 +26,8 @@ pub struct Health {
     pub browser: String,
     pub browser_reason: Option<String>,
     pub browser_pid: Option<u32>,
+    /// Chromium's sandbox: `on (as USER)` or `off: <why>`.
+    pub sandbox: Option<String>,
     pub jobs_active: usize,
     pub capacity: usize,
 }
@@ -45,7 +50,7 @@ impl Health {
         }
     }
 
-    fn body(&self) -> String {
+    fn body(&self) -> serde_json::Value {
         json!({
             "status": if self.problem().is_none() { "ok" } else { "unhealthy" },
             "reason": self.problem(),
@@ -55,9 +60,9 @@ impl Health {
             "joined": self.joined || self.seeds == 0,
             "browser": self.browser,
             "browser_pid": self.browser_pid,
+            "sandbox": self.sandbox,
             "jobs": format!("{}/{}", self.jobs_active, self.capacity),
         })
-        .to_string()
     }
 }
 
@@ -69,41 +74,27 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind health endpoint {addr}"))?;
-    let state = Arc::new(state);
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "only /healthz is served here" })),
+            )
+        })
+        .with_state(state);
     Ok(tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n =
-                    match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
-                        .await
-                    {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("/");
-                let (code, body) = if path == "/healthz" {
-                    let h = state.borrow().clone();
-                    let code = if h.problem().is_none() {
-                        "200 OK"
-                    } else {
-                        "503 Service Unavailable"
-                    };
-                    (code, h.body())
-                } else {
-                    (
-                        "404 Not Found",
-                        json!({ "error": "only /healthz is served here" }).to_string(),
-                    )
-                };
-                let resp = format!(
-                    "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "health endpoint stopped");
         }
     }))
+}
+
+async fn healthz(State(state): State<watch::Receiver<Health>>) -> impl IntoResponse {
+    let h = state.borrow().clone();
+    let code = match h.problem() {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, Json(h.body()))
 }

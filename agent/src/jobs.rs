@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use vantage_proto::wire::{self, JobEvent, JobRequest};
+use vantage_proto::{JobSpec, Report, Run, SCHEMA_VERSION};
 
 use crate::chromium::BrowserLink;
 use crate::chromium::BrowserState;
@@ -37,6 +38,8 @@ pub struct JobServer {
     pool: PagePool,
     /// Called after each job (counts toward browser recycling).
     on_done: Box<dyn Fn() + Send + Sync>,
+    /// Set when the agent shuts down: every job still admitted ends with a cancelled report.
+    cancel: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for JobServer {
@@ -67,7 +70,14 @@ impl JobServer {
             admitted: AtomicUsize::new(0),
             pool: PagePool::default(),
             on_done,
+            cancel: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Cancels every admitted job, queued or running: each sends its client a report whose runs
+    /// carry [`CANCELLED`] as their error, then ends.
+    pub fn cancel_all(&self) {
+        self.cancel.send_replace(true);
     }
 
     /// Keeps a browser context open ahead of the first job, and again after every browser
@@ -181,15 +191,31 @@ impl JobServer {
             let _ = rd.read(&mut b).await;
         };
         tokio::pin!(gone);
+        let started_unix_ms = unix_ms();
+        let mut cancel = self.cancel.subscribe();
+        let cancelled = async move {
+            let _ = cancel.wait_for(|c| *c).await;
+        };
+        tokio::pin!(cancelled);
+        let send_cancelled = |out: mpsc::Sender<Vec<u8>>, ctx: &RunContext| {
+            let report = cancelled_report(&req.job, ctx, started_unix_ms);
+            async move {
+                tracing::info!("job cancelled: the agent is shutting down");
+                let _ = out.send(report_frame(report, wire::MAX_FRAME)).await;
+                Ok(())
+            }
+        };
         let permit = tokio::select! {
             p = self.running.clone().acquire_owned() => p.context("job server stopped")?,
             _ = &mut gone => return Ok(()),
+            _ = &mut cancelled => return send_cancelled(out, &self.ctx).await,
         };
         let sup = self.browser.supervisor();
         let (cdp, lease) = loop {
             let cdp = tokio::select! {
                 c = self.browser.cdp(BROWSER_WAIT) => c,
                 _ = &mut gone => return Ok(()),
+                _ = &mut cancelled => return send_cancelled(out, &self.ctx).await,
             };
             let cdp = match cdp {
                 Ok(c) => c,
@@ -224,6 +250,10 @@ impl JobServer {
                     tracing::info!("client went away; job cancelled");
                     return Ok(());
                 }
+                _ = &mut cancelled => {
+                    drop(lease);
+                    return send_cancelled(out, &ctx).await;
+                }
             }
         };
         // the last run's events may still be queued when the job's future completes
@@ -249,6 +279,32 @@ impl JobServer {
             .context("preparing the report frame")?;
         let _ = out.send(frame).await;
         Ok(())
+    }
+}
+
+/// The error of every run of a job the agent cancelled.
+pub const CANCELLED: &str = "cancelled: the agent is shutting down";
+
+/// The report of a job cancelled before it finished: its runs are lost with the browser, so it
+/// says so in one run carrying [`CANCELLED`].
+fn cancelled_report(spec: &JobSpec, ctx: &RunContext, started_unix_ms: u64) -> Report {
+    let run = Run {
+        index: 1,
+        url: spec.url.clone(),
+        started_unix_ms,
+        error: Some(CANCELLED.into()),
+        ..Run::default()
+    };
+    Report {
+        schema: SCHEMA_VERSION,
+        job: spec.clone(),
+        started_unix_ms,
+        region: ctx.region.clone(),
+        node: ctx.node.clone(),
+        browser_version: ctx.browser_version.clone(),
+        user_agent: String::new(),
+        runs: vec![run],
+        summary: None,
     }
 }
 

@@ -205,3 +205,88 @@ fn a_dropped_supervisor_takes_its_browser_with_it() {
         "browser processes outlived their supervisor: {left:?}"
     );
 }
+
+/// The user namespace of `pid`, as `/proc/PID/ns/user` names it.
+fn user_ns(pid: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/user"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_runs_sandboxed_as_an_unprivileged_user() {
+    let sup = common::ready(config()).await;
+    let sandbox = sup.sandbox().clone();
+    let vantage_agent::sandbox::Sandbox::On { uid, .. } = sandbox else {
+        panic!("this machine allows the sandbox, but it is off: {sandbox:?}");
+    };
+    assert_ne!(uid, 0);
+    let BrowserState::Ready { pid, .. } = sup.state() else {
+        panic!("not ready")
+    };
+    let cmdline =
+        |p: i32| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+    assert!(
+        !cmdline(pid as i32).contains("--no-sandbox"),
+        "{}",
+        cmdline(pid as i32)
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let real_uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap();
+    assert_eq!(
+        real_uid,
+        uid.to_string(),
+        "the browser runs as the sandbox user"
+    );
+    // the renderers live in a user namespace of their own: the namespace sandbox is on
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let renderers = loop {
+        let r: Vec<i32> = vantage_agent::procs::descendants(pid as i32)
+            .into_iter()
+            .filter(|&p| cmdline(p).contains("--type=renderer"))
+            .collect();
+        if !r.is_empty() || std::time::Instant::now() > end {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!renderers.is_empty(), "no renderer started within 30 s");
+    let mine = user_ns("self");
+    for r in renderers {
+        assert_ne!(
+            user_ns(&r.to_string()),
+            mine,
+            "renderer {r} shares the agent's user namespace"
+        );
+    }
+    sup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_during_a_recycles_drain_does_not_wait_for_the_running_job() {
+    let sup = common::ready(ChromiumConfig {
+        recycle_after_jobs: 1,
+        ..config()
+    })
+    .await;
+    let pid = pid_of(&sup.state());
+    // a job still holds the browser when another one's end sends it off to be recycled
+    let lease = sup.lease();
+    sup.job_done();
+    assert!(matches!(sup.state(), BrowserState::Restarting { .. }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !group_members(pid).is_empty(),
+        "the recycle waits for the lease"
+    );
+    tokio::time::timeout(Duration::from_secs(30), sup.stop())
+        .await
+        .expect("stop is taken during the recycle's drain (which waits up to 600 s)");
+    assert!(group_members(pid).is_empty(), "the browser is gone");
+    drop(lease);
+}

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::Browser;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,9 +46,16 @@ async fn get(client: &Node, to: SocketAddrV6, path: &str) -> (String, String) {
     (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refused() {
-    let origin = Origin::start().await.unwrap();
+/// An agent's gateway on a real browser, a controller and another agent as mesh peers.
+struct Fleet {
+    agent: Node,
+    controller: Node,
+    other_agent: Node,
+    sup: vantage_agent::chromium::Supervisor,
+    gw: SocketAddrV6,
+}
+
+async fn fleet() -> Fleet {
     let agent = node(1);
     let controller = node(2);
     let other_agent = node(3);
@@ -78,6 +86,25 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
         }
     });
     let gw = SocketAddrV6::new(agent.overlay_addr(), GATEWAY, 0, 0);
+    Fleet {
+        agent,
+        controller,
+        other_agent,
+        sup,
+        gw,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refused() {
+    let origin = Origin::start().await.unwrap();
+    let Fleet {
+        agent,
+        controller,
+        other_agent,
+        sup,
+        gw,
+    } = fleet().await;
 
     // an agent is refused, with the reason
     let (status, body) = get(&other_agent, gw, "/json/version").await;
@@ -125,9 +152,15 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
     });
     // a stock client: chromiumoxide reads /json/version through the forwarder (so the rewrite
     // must point it back at the forwarder), opens the WebSocket, and drives a page
-    let (browser, mut handler) = Browser::connect(format!("http://{local_addr}"))
-        .await
-        .expect("chromiumoxide connects through the gateway");
+    // (told not to turn certificate checks off, which the gateway refuses)
+    let config = HandlerConfig {
+        ignore_https_errors: false,
+        ..HandlerConfig::default()
+    };
+    let (browser, mut handler) =
+        Browser::connect_with_config(format!("http://{local_addr}"), config)
+            .await
+            .expect("chromiumoxide connects through the gateway");
     // Chromium's own port is reachable on this machine too; make sure the client went via us
     assert!(
         browser
@@ -160,4 +193,87 @@ async fn controller_drives_the_browser_through_the_gateway_and_an_agent_is_refus
     drop(browser);
     pump.abort();
     sup.stop().await;
+}
+
+/// Sends one CDP command on `ws` and returns the answer with its id.
+async fn call<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    id: u64,
+    command: serde_json::Value,
+) -> serde_json::Value {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut command = command;
+    command["id"] = id.into();
+    ws.send(Message::text(command.to_string())).await.unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("an answer within 30 s")
+            .expect("the session stays open")
+            .unwrap();
+        let Message::Text(t) = m else { continue };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        if v["id"] == id {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_a_proxied_context_and_turning_certificate_checks_off() {
+    let f = fleet().await;
+    let (status, body) = get(&f.controller, f.gw, "/json/version").await;
+    assert!(status.contains("200"), "{status} {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ws_url = v["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+    let stream = f.controller.tcp_connect(f.gw).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_url.as_str(), stream)
+        .await
+        .expect("a WebSocket session through the gateway");
+
+    let refused = [
+        serde_json::json!({ "method": "Target.createBrowserContext",
+            "params": { "proxyServer": "http://127.0.0.1:9" } }),
+        serde_json::json!({ "method": "Security.setIgnoreCertificateErrors",
+            "params": { "ignore": true } }),
+        serde_json::json!({ "method": "Security.setOverrideCertificateErrors",
+            "params": { "override": true } }),
+        // the same, wrapped for a target
+        serde_json::json!({ "method": "Target.sendMessageToTarget", "params": {
+            "targetId": "any",
+            "message": r#"{"id":1,"method":"Security.setIgnoreCertificateErrors","params":{"ignore":true}}"#,
+        } }),
+    ];
+    for (id, command) in (1..).zip(refused) {
+        let answer = call(&mut ws, id, command.clone()).await;
+        let msg = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with("refused by the vantage cdp gateway"),
+            "{command} was not refused: {answer}"
+        );
+    }
+    // the browser never saw the proxied context, and an ordinary one is still served
+    let contexts = call(
+        &mut ws,
+        10,
+        serde_json::json!({ "method": "Target.getBrowserContexts" }),
+    )
+    .await;
+    assert_eq!(
+        contexts["result"]["browserContextIds"],
+        serde_json::json!([]),
+        "{contexts}"
+    );
+    let created = call(
+        &mut ws,
+        11,
+        serde_json::json!({ "method": "Target.createBrowserContext", "params": {} }),
+    )
+    .await;
+    assert!(
+        created["result"]["browserContextId"].is_string(),
+        "{created}"
+    );
+    f.sup.stop().await;
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 async fn healthz(port: u16) -> Option<(u16, Value)> {
     let body = vantage_agent::chromium::http_get(port, "/healthz").await;
     match body {
@@ -73,6 +75,7 @@ fn spawn_agent(name: &str, dir: &str) -> (std::process::Child, u16, std::path::P
             "local",
         ])
         .args(["--health-addr", &format!("127.0.0.1:{port}")])
+        .args(["--chromium-user", common::chromium_user()])
         .arg("--data-dir")
         .arg(&data)
         .env("RUST_LOG", "warn")
@@ -102,6 +105,23 @@ async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
     assert_ne!(first, second, "{v}");
     assert!(!alive(first));
 
+    assert!(
+        v["sandbox"].as_str().is_some_and(|s| s.starts_with("on")),
+        "chromium runs sandboxed here: {v}"
+    );
+    // everything the agent started, by /proc parent links: helpers that left the browser's
+    // process group (crashpad) included
+    let tree: Vec<(i32, String)> = vantage_agent::procs::descendants(agent.id() as i32)
+        .into_iter()
+        .filter_map(|p| {
+            Some((
+                p,
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).ok()?,
+            ))
+        })
+        .collect();
+    assert!(tree.len() > 1, "the agent's tree: {tree:?}");
+
     signal(agent.id(), libc::SIGTERM);
     let started = Instant::now();
     let status = loop {
@@ -121,6 +141,18 @@ async fn healthz_follows_chromium_and_sigterm_leaves_nothing() {
     assert!(
         left.is_empty(),
         "chromium processes survived the agent: {left:?}"
+    );
+    // the same process (same command line), still running: a survivor
+    let survivors: Vec<&(i32, String)> = tree
+        .iter()
+        .filter(|(p, cmd)| {
+            alive(*p as u32)
+                && std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| &c == cmd)
+        })
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "processes the agent started survived it: {survivors:?}"
     );
     let _ = std::fs::remove_dir_all(&data);
 }

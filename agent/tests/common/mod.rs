@@ -16,14 +16,48 @@ use vantage_agent::page::PagePool;
 use vantage_proto::wire::JobEvent;
 use vantage_proto::JobSpec;
 
-/// The browser the tests use: `CHROME`, else Debian's `chromium` (CI installs it).
+/// The browser the tests use: `CHROME`, else Debian's `chromium` (CI installs it), sandboxed
+/// as [`chromium_user`] (tests run as root).
 pub fn chromium() -> ChromiumConfig {
     ChromiumConfig {
         path: std::env::var_os("CHROME")
             .map(Into::into)
             .unwrap_or_else(|| "chromium".into()),
+        user: Some(chromium_user().into()),
         ..ChromiumConfig::default()
     }
+}
+
+/// The unprivileged user Chromium runs as in tests, created if missing.
+pub fn chromium_user() -> &'static str {
+    const USER: &str = "vantage-chromium";
+    static MADE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let exists = || {
+            std::process::Command::new("id")
+                .arg(USER)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !exists() {
+            // several test binaries may race here; status 9 is "already exists"
+            let s = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    USER,
+                ])
+                .status()
+                .expect("useradd runs");
+            assert!(s.success() || s.code() == Some(9), "useradd {USER}: {s}");
+        }
+        assert!(exists(), "the user {USER} exists");
+    });
+    USER
 }
 
 /// A job server on `sup`'s browser.

@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use boringtun::x25519;
 use rand_core::{CryptoRng, RngCore};
+use x25519_dalek as x25519;
 
 /// Why a key string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -102,9 +102,9 @@ impl JobSpec {
     }
 }
 
-/// The shape checks a URL must pass before a browser sees it: an http or https scheme, an
-/// authority with a host, a valid port, no whitespace or control characters. Chromium does the
-/// full parsing; this refuses what must never reach it.
+/// The checks a URL must pass before a browser sees it: it parses as a URL by the WHATWG rules
+/// browsers use, its scheme is http or https, it has a host, and it holds no whitespace or control
+/// characters (which the parser would silently drop: in a job they are a mistake).
 fn check_url(url: &str) -> Result<(), JobError> {
     parse_http_url(url).map(|_| ())
 }
@@ -112,9 +112,9 @@ fn check_url(url: &str) -> Result<(), JobError> {
 /// Where an http(s) URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `http` or `https`, lowercase.
+    /// `http` or `https`.
     pub scheme: String,
-    /// The host as written, IPv6 without brackets.
+    /// The host as the URL parser normalizes it (lowercase, punycode), IPv6 without brackets.
     pub host: String,
     /// The port, or the scheme's default.
     pub port: u16,
@@ -122,62 +122,44 @@ pub struct Endpoint {
 
 /// Checks an http(s) URL the way [`JobSpec::validate`] does and says where it points.
 pub fn parse_http_url(url: &str) -> Result<Endpoint, JobError> {
-    let bad = |why: &str| Err(JobError::Url(url.to_owned(), why.to_owned()));
+    let bad = |why: &str| JobError::Url(url.to_owned(), why.to_owned());
     if url.len() > 8192 {
-        return bad("longer than 8192 characters");
+        return Err(bad("longer than 8192 characters"));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return bad("contains whitespace or control characters");
+        return Err(bad("contains whitespace or control characters"));
     }
-    let Some((scheme, rest)) = url.split_once(':') else {
-        return bad("no scheme");
-    };
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    {
-        return bad("no scheme");
-    }
-    let scheme = scheme.to_ascii_lowercase();
+    let parsed = url::Url::parse(url).map_err(|e| bad(parse_error(e)))?;
+    let scheme = parsed.scheme();
     if scheme != "http" && scheme != "https" {
-        return Err(JobError::Scheme(scheme));
+        return Err(JobError::Scheme(scheme.to_owned()));
     }
-    let Some(rest) = rest.strip_prefix("//") else {
-        return bad("no `//` after the scheme");
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        let Some((h, tail)) = v6.split_once(']') else {
-            return bad("unclosed `[` in the host");
-        };
-        if h.parse::<std::net::Ipv6Addr>().is_err() {
-            return bad("invalid IPv6 address");
-        }
-        (h, tail.strip_prefix(':'))
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (host_port, None),
-        }
-    };
-    if host.is_empty() {
-        return bad("no host");
-    }
-    let default = if scheme == "https" { 443 } else { 80 };
-    let port = match port.filter(|p| !p.is_empty()) {
-        None => default,
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) => p,
-            Err(_) => return bad("the port is not a number from 0 to 65535"),
-        },
+    let host = match parsed.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => return Err(bad("no host")),
     };
     Ok(Endpoint {
-        host: host.to_owned(),
-        scheme,
-        port,
+        scheme: scheme.to_owned(),
+        host,
+        // http and https always have one
+        port: parsed.port_or_known_default().unwrap_or(80),
     })
+}
+
+/// What was wrong, in the words of the old checks.
+fn parse_error(e: url::ParseError) -> &'static str {
+    use url::ParseError as P;
+    match e {
+        P::RelativeUrlWithoutBase | P::RelativeUrlWithCannotBeABaseBase => "no scheme",
+        P::EmptyHost => "no host",
+        P::InvalidPort => "the port is not a number from 0 to 65535",
+        P::InvalidIpv6Address => "invalid IPv6 address (or an unclosed `[`)",
+        P::InvalidIpv4Address => "invalid IPv4 address",
+        P::InvalidDomainCharacter => "the host holds a character no domain may hold",
+        P::IdnaError => "the host is not a valid domain name (a character no domain may hold, or a bad internationalized name)",
+        _ => "it does not parse as a URL",
+    }
 }
 
 /// Why a job spec was refused.
@@ -214,6 +196,8 @@ mod tests {
             ("http://example.com:99999/", "port"),
             ("https://exa mple.com/", "whitespace"),
             ("HTTP://[::1", "unclosed"),
+            ("http://exa<mple.com/", "not a valid domain name"),
+            ("http://[::g]/", "IPv6"),
         ] {
             let err = JobSpec::new(url).validate().unwrap_err().to_string();
             assert!(err.contains(want), "{url}: {err}");
@@ -222,6 +206,7 @@ mod tests {
             "https://example.com/",
             "HTTP://user@[::1]:8080/a?b#c",
             "http://127.0.0.1:3000",
+            "https://bücher.example/",
         ] {
             assert_eq!(JobSpec::new(ok).validate(), Ok(()), "{ok}");
         }
@@ -243,6 +228,8 @@ mod tests {
         let e = parse_http_url("http://example.com:8080?q").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("example.com", 8080));
         assert_eq!(parse_http_url("http://a.test/").unwrap().port, 80);
+        let e = parse_http_url("https://Bücher.Example:444/").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("xn--bcher-kva.example", 444));
     }
 
     #[test]

@@ -53,29 +53,61 @@ fn prefix_eq(a: &[u8], b: &[u8], bits: usize) -> bool {
     a[..whole] == b[..whole] && (rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0)
 }
 
-/// The IPv4 address an IPv6 address stands for (mapped, IPv4-compatible, NAT64 or 6to4), so it
-/// is judged and allowed as what it reaches.
-pub fn unwrap_v4(ip: IpAddr) -> IpAddr {
-    let IpAddr::V6(v6) = ip else { return ip };
+/// The addresses a connection to `ip` actually reaches: `ip` itself, or the IPv4 address an IPv6
+/// translation or tunnel form carries, so each is judged and allowed as what it reaches. Where the
+/// layout is ambiguous there are several candidates, and every one must pass.
+pub fn reaches(ip: IpAddr) -> Vec<IpAddr> {
+    let IpAddr::V6(v6) = ip else {
+        return vec![ip];
+    };
     let s = v6.segments();
-    let low = |hi: u16, lo: u16| IpAddr::V4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+    let v4 = |hi: u16, lo: u16| IpAddr::V4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
     if let Some(v4) = v6.to_ipv4_mapped() {
-        return IpAddr::V4(v4);
+        return vec![IpAddr::V4(v4)];
     }
     match s {
         // IPv4-compatible (deprecated, but still routed by some stacks); not :: and ::1
-        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => low(hi, lo),
-        // NAT64, well-known and local-use prefixes
-        [0x64, 0xff9b, 0, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] => low(s[6], s[7]),
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => vec![v4(hi, lo)],
+        // SIIT's IPv4-translated form, ::ffff:0:a.b.c.d
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => vec![v4(hi, lo)],
+        // NAT64, well-known prefix: always the /96 layout
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => vec![v4(hi, lo)],
+        // NAT64, local-use prefix 64:ff9b:1::/48: the operator picks the prefix length (RFC 6052
+        // allows /48, /56, /64 and /96), so the IPv4 address may sit in any of those places
+        [0x64, 0xff9b, 1, ..] => nat64_layouts(v6.octets()),
+        // Teredo: the client's public IPv4 address, stored inverted in the last 32 bits
+        [0x2001, 0, _, _, _, _, hi, lo] => vec![v4(!hi, !lo)],
         // 6to4 carries the IPv4 address right after the prefix
-        [0x2002, hi, lo, ..] => low(hi, lo),
-        _ => ip,
+        [0x2002, hi, lo, ..] => vec![v4(hi, lo)],
+        _ => vec![ip],
     }
+}
+
+/// The IPv4 address under each RFC 6052 prefix length a /48 NAT64 prefix may be extended to
+/// (bits 64..72 are always skipped). A reading in 0.0.0.0/8 is dropped for the shorter layouts:
+/// no translator sends there, and it is what `64:ff9b:1::a.b.c.d` (the /96 layout) reads as.
+fn nat64_layouts(o: [u8; 16]) -> Vec<IpAddr> {
+    let v4 = |[a, b, c, d]: [u8; 4]| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    let shorter = [
+        [o[6], o[7], o[9], o[10]],
+        [o[7], o[9], o[10], o[11]],
+        [o[9], o[10], o[11], o[12]],
+    ];
+    shorter
+        .into_iter()
+        .filter(|a| a[0] != 0)
+        .chain([[o[12], o[13], o[14], o[15]]])
+        .map(v4)
+        .collect()
 }
 
 /// Why `ip` belongs to the agent's own networks rather than the public web, if it does.
 pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
-    match unwrap_v4(ip) {
+    reaches(ip).into_iter().find_map(forbidden_direct)
+}
+
+fn forbidden_direct(ip: IpAddr) -> Option<&'static str> {
+    match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
         IpAddr::V6(v6) => forbidden_v6(v6),
     }
@@ -125,11 +157,14 @@ pub struct Policy {
 impl Policy {
     /// Why the browser may not connect to `ip`, if it may not.
     pub fn refuse(&self, ip: IpAddr) -> Option<&'static str> {
-        let ip4 = unwrap_v4(ip);
-        if self.allow.iter().any(|n| n.contains(ip) || n.contains(ip4)) {
+        let allowed = |a: IpAddr| self.allow.iter().any(|n| n.contains(a));
+        if allowed(ip) {
             return None;
         }
-        forbidden(ip)
+        reaches(ip)
+            .into_iter()
+            .filter(|&a| !allowed(a))
+            .find_map(forbidden_direct)
     }
 }
 
@@ -186,6 +221,39 @@ mod tests {
         ] {
             assert_eq!(forbidden(ip(a)), None, "{a}");
         }
+    }
+
+    #[test]
+    fn teredo_siit_and_local_nat64_are_judged_by_the_ipv4_they_reach() {
+        for (a, why) in [
+            // Teredo, client 10.0.0.1 (inverted in the last 32 bits)
+            ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private"),
+            // Teredo, client 127.0.0.1
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),
+            // SIIT, ::ffff:0:a.b.c.d
+            ("::ffff:0:a00:1", "private"),
+            ("::ffff:0:a9fe:a9fe", "metadata"),
+            // local-use NAT64 with a /48 prefix: 10.0.0.1 in bits 48..88, a public-looking tail
+            ("64:ff9b:1:a00:0:100:808:808", "private"),
+            // … with a /64 prefix: 127.0.0.1 in bits 72..104
+            ("64:ff9b:1:1:7f:0:100:0", "loopback"),
+        ] {
+            let got = forbidden(ip(a)).unwrap_or_else(|| panic!("{a} was allowed"));
+            assert!(got.contains(why), "{a}: {got}");
+        }
+        for a in [
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+            "::ffff:0:808:808",
+            "64:ff9b:1::808:808",
+        ] {
+            assert_eq!(forbidden(ip(a)), None, "{a}");
+        }
+        let p = Policy {
+            allow: vec!["10.0.0.1/32".parse().unwrap()],
+        };
+        assert_eq!(p.refuse(ip("2001:0:4136:e378:8000:63bf:f5ff:fffe")), None);
+        assert_eq!(p.refuse(ip("64:ff9b:1:a00:0:100:808:808")), None);
+        assert!(p.refuse(ip("64:ff9b:1:a00:0:100:a00:2")).is_some());
     }
 
     #[test]
