@@ -98,7 +98,7 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
         let run = &r.report.runs[0];
         assert!(run.error.is_none(), "{region}: {:?}", run.error);
         let rtt = m.rtt(region, "iad").unwrap().as_secs_f64() * 1e3;
-        rows.push((region, rtt, run.timing.connect_ms, run.timing.ttfb_ms));
+        rows.push((region, rtt, run.timing.connect_ms, run.timing.wait_ms));
     }
     eprintln!("region, rtt to iad, connect, ttfb: {rows:?}");
     // farther is slower: regions whose RTTs to iad differ by more than 50 ms keep their order
