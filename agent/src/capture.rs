@@ -69,7 +69,7 @@ pub fn nav_timing(nav: &Value) -> NavTiming {
         dns_ms: f(nav, "domainLookupEnd") - f(nav, "domainLookupStart"),
         connect_ms: f(nav, "connectEnd") - f(nav, "connectStart"),
         tls_ms: (secure > 0.0).then(|| f(nav, "connectEnd") - secure),
-        ttfb_ms: f(nav, "responseStart") - f(nav, "requestStart"),
+        wait_ms: f(nav, "responseStart") - f(nav, "requestStart"),
         response_start_ms: f(nav, "responseStart"),
         download_ms: f(nav, "responseEnd") - f(nav, "responseStart"),
         dom_content_loaded_ms: opt("domContentLoadedEventStart"),

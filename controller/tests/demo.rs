@@ -118,7 +118,7 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
             region,
             rtt,
             run.timing.connect_ms,
-            run.timing.ttfb_ms,
+            run.timing.wait_ms,
             run.timing.response_start_ms,
         ));
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask test` and `cargo xtask demo`: install what they need on Debian if it is missing,
 //! then run the README's commands. See `cargo xtask help`.
 
+mod npm;
 mod tools;
 
 use std::ffi::OsString;
@@ -17,10 +18,13 @@ usage: cargo xtask <command>
 
 commands:
   test [--dry-run]           install what the tests need if missing (Debian packages: ca-certificates
-                             openssl wireguard-go wireguard-tools iproute2 iperf3 chromium serf),
+                             openssl wireguard-go wireguard-tools iproute2 iperf3 chromium serf
+                             nodejs npm; npm packages as `npm` does),
                              then run the README's test command:
                                cargo test --workspace && \\
                                cargo test --manifest-path crates/mesh/rekey-test/Cargo.toml
+  npm [--dry-run]            install the pinned npm packages the tests run (har-validator) into
+                             target/npm, if missing (`test` does this too)
   demo [--dry-run] [ARGS...] install chromium and ca-certificates if missing, build the release
                              binaries, then run `target/release/vantage demo ARGS...`
   help                       this text
@@ -44,6 +48,7 @@ const BUILD_COMMAND: &[&str] = &["build", "--release", "-p", "vantage", "-p", "v
 enum Task {
     Help,
     Test { dry_run: bool },
+    Npm { dry_run: bool },
     Demo { dry_run: bool, args: Vec<OsString> },
 }
 
@@ -92,6 +97,19 @@ fn parse(args: Vec<OsString>) -> Result<Task, String> {
             }
             Ok(Task::Test { dry_run })
         }
+        Some("npm") => {
+            let dry_run = match args.next() {
+                None => false,
+                Some(a) if a == "--dry-run" => true,
+                Some(a) => {
+                    return Err(format!(
+                        "unexpected argument to npm: {}",
+                        a.to_string_lossy()
+                    ))
+                }
+            };
+            Ok(Task::Npm { dry_run })
+        }
         Some("demo") => {
             let mut args: Vec<OsString> = args.collect();
             let dry_run = args.first().is_some_and(|a| a == "--dry-run");
@@ -126,6 +144,7 @@ fn main() {
             Ok(())
         }
         Task::Test { dry_run } => test(dry_run),
+        Task::Npm { dry_run } => ensure_npm(dry_run),
         Task::Demo { dry_run, args } => demo(dry_run, args),
     };
     if let Err(exit) = result {
@@ -138,6 +157,7 @@ fn main() {
 
 fn test(dry_run: bool) -> Result<(), Exit> {
     ensure(tools::TEST_TOOLS, "test", dry_run)?;
+    ensure_npm(dry_run)?;
     let cargo = cargo();
     if dry_run {
         let [first, second] = TEST_COMMANDS.map(shown);
@@ -255,6 +275,33 @@ fn ensure(wanted: &[Tool], what: &str, dry_run: bool) -> Result<(), Exit> {
         println!("xtask: would fail: {message}");
     }
     Ok(())
+}
+
+/// Installs the pinned npm packages that are missing or of another version into `npm::DIR`.
+fn ensure_npm(dry_run: bool) -> Result<(), Exit> {
+    let missing: Vec<npm::Package> = npm::PACKAGES
+        .iter()
+        .filter(|p| {
+            let json = Path::new(npm::DIR)
+                .join("node_modules")
+                .join(p.name)
+                .join("package.json");
+            !std::fs::read_to_string(json).is_ok_and(|s| npm::is_pinned(&s, p))
+        })
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        println!("xtask: npm packages present in {}", npm::DIR);
+        return Ok(());
+    }
+    let args = npm::install_args(&missing);
+    if dry_run {
+        println!("xtask: would run: npm {}", args.join(" "));
+        return Ok(());
+    }
+    std::fs::create_dir_all(npm::DIR)
+        .map_err(|e| Exit::error(1, format!("cannot create {}: {e}", npm::DIR)))?;
+    run(Command::new("npm").args(&args))
 }
 
 fn dpkg_status(package: &str) -> Option<String> {
@@ -376,6 +423,11 @@ mod tests {
             Ok(Task::Test { dry_run: true })
         );
         assert_eq!(parse(args(&["test", "--help"])), Ok(Task::Help));
+        assert_eq!(
+            parse(args(&["npm", "--dry-run"])),
+            Ok(Task::Npm { dry_run: true })
+        );
+        assert!(parse(args(&["npm", "--force"])).is_err());
         assert!(parse(args(&["test", "--release"])).is_err());
         assert!(parse(args(&["bench"])).is_err());
         assert_eq!(

@@ -20,7 +20,7 @@ pub const CHROMIUM: Tool = tool("chromium", "chromium");
 /// peer of the interop tests and the mesh benchmark; iproute2, network namespaces and veth;
 /// iperf3, for manual comparisons; chromium, the agent's browser, supervised for real in its
 /// tests; openssl, a self-signed TLS server for the certificate-error test; serf, the membership
-/// benchmark's reference peer.
+/// benchmark's reference peer; node and npm, for har-validator (`npm.rs`).
 pub const TEST_TOOLS: &[Tool] = &[
     CA_CERTIFICATES,
     tool("openssl", "openssl"),
@@ -30,6 +30,9 @@ pub const TEST_TOOLS: &[Tool] = &[
     tool("iperf3", "iperf3"),
     CHROMIUM,
     tool("serf", "serf"),
+    // npm installs the pinned JavaScript tools of the tests (see npm.rs)
+    tool("nodejs", "node"),
+    tool("npm", "npm"),
 ];
 
 /// What `vantage demo` needs: a browser and the roots it checks certificates against.
@@ -196,7 +199,9 @@ mod tests {
                 "iproute2",
                 "iperf3",
                 "chromium",
-                "serf"
+                "serf",
+                "nodejs",
+                "npm"
             ]
         );
         assert!(DEMO_TOOLS.iter().all(|t| TEST_TOOLS.contains(t)));

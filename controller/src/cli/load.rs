@@ -10,6 +10,7 @@ use vantage_proto::{View, Viewport, Wait, MAX_RUNS};
 use super::args::{parse_from, parse_timeout, parse_view, parse_viewport, parse_wait};
 use super::client::{path_segment, Client};
 use super::error::CliError;
+use super::output::OutputArgs;
 use super::progress::{Bars, Lines, Progress, Silent};
 use super::table::{every_run_failed, load_notes, reports_table};
 
@@ -46,9 +47,8 @@ pub struct LoadArgs {
     /// Fail rather than run in another region when a region has no healthy agent.
     #[arg(long)]
     pub strict: bool,
-    /// Print the load's status as JSON on stdout instead of the table, and no progress.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Override the browser's User-Agent.
     #[arg(long)]
     pub user_agent: Option<String>,
@@ -86,14 +86,15 @@ pub async fn run(client: &Client, args: &LoadArgs) -> Result<(), CliError> {
         tracing::warn!("{e}; polling the load instead");
     }
     let status = wait_terminal(client, &accepted.id).await?;
-    print_status(&status, args.json)?;
+    args.output.write_files(&status)?;
+    print_status(&status, args.output.json)?;
     outcome(&status)
 }
 
 /// Bars on a terminal, lines in a pipe, nothing with `--json` (whose stdout a program reads
 /// and whose stderr should stay for errors).
 fn progress_for(args: &LoadArgs) -> Box<dyn Progress> {
-    if args.json {
+    if args.output.json {
         Box::new(Silent)
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new(args.runs))

@@ -22,6 +22,7 @@ pub mod error;
 pub mod keys;
 pub mod load;
 pub mod members;
+pub mod output;
 pub mod progress;
 pub mod reports;
 pub mod table;

@@ -24,6 +24,7 @@ use vantage_wan::{Matrix, Wan, WanConfig};
 use crate::cli::client::Client;
 use crate::cli::error::CliError;
 use crate::cli::load::{self, LoadArgs};
+use crate::cli::output::OutputArgs;
 use procs::Agent;
 
 /// The host name the built-in site is served under; agents are pinned to reach it.
@@ -52,9 +53,8 @@ pub struct DemoArgs {
     /// Leave the fleet running and print how to reach it, until Ctrl-C.
     #[arg(long)]
     pub keep: bool,
-    /// Print the whole load as JSON on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Where the controller keeps its reports (kept after the demo).
     #[arg(long, env = "VANTAGE_DEMO_DATA")]
     pub data_dir: Option<PathBuf>,
@@ -250,11 +250,11 @@ async fn run(args: &DemoArgs, plan: &Plan, fleet: &mut Fleet) -> Result<(), CliE
         timeout: None,
         wait: None,
         strict: true,
-        json: args.json,
+        output: args.output.clone(),
         user_agent: None,
     };
     let loaded = load::run(&client, &load).await;
-    if !args.json {
+    if !args.output.json {
         eprintln!(
             "reports are kept in {}; see them with `vantage demo --keep` and `vantage reports list`",
             plan.data_dir.join("vantage.db").display()

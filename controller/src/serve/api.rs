@@ -54,7 +54,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -62,11 +62,11 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(super) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
@@ -145,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/loads", post(post_load))
         .route("/api/loads/{id}", get(get_load))
         .route("/api/loads/{id}/events", get(load_events))
+        .route("/api/loads/{id}/har", get(super::pages::load_har))
         .route("/api/reports", get(list_reports))
         .route("/api/reports/{id}", get(get_report))
         .route("/api/members", get(members))
@@ -158,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
         .merge(authed)
+        .merge(super::dashboard::routes(state.clone()))
         .fallback(|| async {
             ApiError::not_found("no such route; the API is listed at /api/openapi.json")
         })
@@ -165,18 +167,72 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Checks `Authorization: Bearer <token>` in constant time.
-async fn auth(State(s): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> Response {
-    let given = headers
+/// The cookie the dashboard's login sets to the API token (HttpOnly, SameSite=Strict).
+pub const TOKEN_COOKIE: &str = "vantage_token";
+
+/// The token a request carries: `Authorization: Bearer …`, else the dashboard's cookie (whose
+/// value is the percent-encoded token); `true` when it came from the cookie.
+pub(super) fn given_token(headers: &HeaderMap) -> Option<(String, bool)> {
+    if let Some(b) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(s.token.as_bytes())));
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some((b.to_owned(), false));
+    }
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))?;
+    let decoded = form_urlencoded::parse(format!("t={value}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())?;
+    Some((decoded, true))
+}
+
+/// Compares in constant time.
+pub(super) fn token_matches(s: &AppState, given: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(s.token.as_bytes()))
+}
+
+/// A request that changes something, authenticated by the cookie, must come from a page of this
+/// controller: its `Origin` names the host it was sent to. SameSite=Strict already keeps the
+/// cookie off cross-site requests; this also covers same-site neighbours and old browsers.
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => origin
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host),
+        _ => false,
+    }
+}
+
+/// Checks the token (bearer or the dashboard's cookie) in constant time, and the origin of
+/// cookie-authenticated requests that are not reads.
+async fn auth(State(s): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = given_token(&headers);
+    let ok = given.as_ref().is_some_and(|(g, _)| token_matches(&s, g));
     if ok {
+        let by_cookie = given.as_ref().is_some_and(|(_, c)| *c);
+        if by_cookie && !req.method().is_safe() && !same_origin(&headers) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "cross-origin request refused: a request authenticated by the dashboard cookie \
+must carry an Origin equal to this controller's address",
+            )
+            .into_response();
+        }
         return next.run(req).await;
     }
     let message = match given {
-        None => "missing token: send `Authorization: Bearer <VANTAGE_API_TOKEN>`",
+        None => {
+            "missing token: send `Authorization: Bearer <VANTAGE_API_TOKEN>`, or log in at /login"
+        }
         Some(_) => "wrong token: it does not match the controller's VANTAGE_API_TOKEN",
     };
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
@@ -192,6 +248,7 @@ async fn auth(State(s): State<AppState>, headers: HeaderMap, req: Request, next:
         post_load,
         get_load,
         load_events,
+        super::pages::load_har,
         list_reports,
         get_report,
         members,
@@ -436,11 +493,18 @@ async fn members(
         filters.push((tk.to_owned(), tv.to_owned()));
     }
     let view = s.orch.fleet();
-    let me = view.coordinate(&view.me).cloned();
-    let out = view
-        .members
-        .iter()
+    let out = member_infos(&view)
+        .into_iter()
         .filter(|m| filters.iter().all(|(k, v)| m.tags.get(k) == Some(v)))
+        .collect();
+    Ok(Json(out))
+}
+
+/// Every member as `/api/members` and the dashboard's fleet page show it.
+pub(super) fn member_infos(view: &FleetView) -> Vec<MemberInfo> {
+    let me = view.coordinate(&view.me).cloned();
+    view.members
+        .iter()
         .map(|m| {
             let c = view.coordinate(&m.name);
             MemberInfo {
@@ -463,8 +527,7 @@ async fn members(
                     }),
             }
         })
-        .collect();
-    Ok(Json(out))
+        .collect()
 }
 
 fn state_name(s: vantage_gossip::State) -> &'static str {

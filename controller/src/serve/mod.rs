@@ -2,10 +2,12 @@
 
 pub mod api;
 mod cdp;
+mod dashboard;
 mod dispatch;
 pub mod fleet;
 pub mod metrics;
 pub mod orchestrator;
+mod pages;
 pub mod placement;
 mod records;
 pub mod store;

@@ -407,7 +407,7 @@ pub struct RttAnswer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable and machine-readable: `unauthorized`, `bad_request`, `unknown_region`,
-    /// `forbidden_target`, `not_found`, `too_large`, `too_many_loads`, `no_agent`, `internal`.
+    /// `forbidden_target`, `cross_origin`, `not_found`, `too_large`, `too_many_loads`, `no_agent`, `internal`.
     pub code: String,
     /// What was wrong and what is accepted.
     pub error: String,

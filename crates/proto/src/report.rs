@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{JobSpec, Viewport};
 
-/// Bumped on any change a reader must know about.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped on any change a reader must know about. 2: `NavTiming.ttfb_ms` became `wait_ms`, so
+/// that `ttfb_ms` means one thing everywhere (navigation start to first byte).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How the median run is chosen (WebPageTest's rule).
 pub const MEDIAN_RULE: &str =
@@ -93,9 +94,13 @@ pub struct NavTiming {
     pub dns_ms: f64,
     pub connect_ms: f64,
     pub tls_ms: Option<f64>,
-    /// Request start to first response byte.
-    pub ttfb_ms: f64,
-    /// Navigation start to first response byte, redirects included.
+    /// Request start to first response byte: the server's think time plus one RTT (HAR's
+    /// `wait`). Not TTFB: that is `response_start_ms`.
+    // schema 1 called this `ttfb_ms`; stored reports of that version still read
+    #[serde(alias = "ttfb_ms")]
+    pub wait_ms: f64,
+    /// Navigation start to first response byte, redirects, DNS, connect and TLS included: the
+    /// TTFB (WebPageTest's definition), and what the summary's `ttfb_ms` stat is made of.
     pub response_start_ms: f64,
     pub download_ms: f64,
     pub dom_content_loaded_ms: Option<f64>,
@@ -233,6 +238,7 @@ impl Summary {
         let median_run = loaded[(loaded.len() - 1) / 2].1;
         let mut stats = BTreeMap::new();
         let metrics: [(&str, Metric); 8] = [
+            // TTFB as WebPageTest defines it: navigation start to first byte
             ("ttfb_ms", |r| Some(r.timing.response_start_ms)),
             ("dom_content_loaded_ms", |r| r.timing.dom_content_loaded_ms),
             ("load_ms", |r| r.timing.load_ms),
@@ -323,5 +329,19 @@ mod tests {
             (500.0, 700.0, 900.0, 900.0)
         );
         assert!(Summary::from_runs(&[run(None, RunView::Cold)]).is_none());
+    }
+
+    #[test]
+    fn schema_1_timing_reads_as_wait() {
+        let mut v = serde_json::to_value(NavTiming::default()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        assert!(o.contains_key("wait_ms") && !o.contains_key("ttfb_ms"));
+        o.remove("wait_ms");
+        o.insert("ttfb_ms".into(), 42.0.into());
+        let t: NavTiming = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            t.wait_ms, 42.0,
+            "schema 1's run ttfb_ms is request start to first byte"
+        );
     }
 }
