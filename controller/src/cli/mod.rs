@@ -1,5 +1,5 @@
 //! The CLI: what a user types against a controller (`load`, `members`, `rtt`, `regions`,
-//! `reports`, `connect`), plus `serve` (the controller itself) and the key commands.
+//! `reports`, `connect`), plus `serve` (the controller itself), the key commands and `peer config`.
 //!
 //! Exit codes, the same for every command (see [`EXIT_CODES`]):
 //!
@@ -23,6 +23,7 @@ pub mod keys;
 pub mod load;
 pub mod members;
 pub mod output;
+pub mod peer;
 pub mod progress;
 pub mod reports;
 pub mod table;
@@ -108,6 +109,12 @@ pub enum Cmd {
     Pubkey,
     /// Print a new cluster pre-shared key for VANTAGE_MESH_PSK (like `wg genpsk`).
     Genpsk,
+    /// Print a new key pair for a member (`private_key = …`, `public_key = …`), or with --psk a
+    /// new cluster pre-shared key.
+    Keygen(keys::KeygenArgs),
+    /// Stock WireGuard clients of the mesh.
+    #[command(subcommand)]
+    Peer(peer::PeerCmd),
     /// Print the overlay address of a node, given the cluster PSK and the node's public key.
     Addr {
         /// Cluster pre-shared key (base64).
@@ -160,6 +167,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Cmd::Genpsk => {
             println!("{}", keys::genpsk());
+            Ok(())
+        }
+        Cmd::Keygen(args) => {
+            println!("{}", keys::keygen(args));
+            Ok(())
+        }
+        Cmd::Peer(peer::PeerCmd::Config(args)) => {
+            print!("{}", peer::config(args).map_err(usage)?);
             Ok(())
         }
         Cmd::Addr { psk, public_key } => {

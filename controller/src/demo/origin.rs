@@ -3,8 +3,7 @@
 //! is pinned to it with `--connect-to demo.vantage.test:80:[<overlay>]:<port>`), so a page load
 //! crosses the (emulated) WAN between the agent's region and the origin's.
 //!
-//! Serving: the mesh's [`TcpListener`] is wrapped in an [`axum::serve::Listener`], so
-//! `axum::serve` runs hyper's HTTP/1.1 server over overlay TCP streams unchanged.
+//! Serving: `axum::serve` over the overlay through [`MeshListener`].
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
@@ -14,9 +13,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vantage_fleet::{tags, MemberConfig, Membership};
 use vantage_gossip::Tags;
-use vantage_mesh::{PublicKey, TcpListener, TcpStream, UdpSocket};
+use vantage_mesh::{PublicKey, UdpSocket};
 
 use super::site;
+use crate::serve::overlay::MeshListener;
 
 /// The `role` tag value of the demo origin (not a [`tags::Role`]: nothing places work on it).
 pub const ROLE_ORIGIN: &str = "origin";
@@ -195,30 +195,5 @@ impl OriginHandle {
         }
         follower.abort();
         membership.node.shutdown().await;
-    }
-}
-
-/// The mesh's overlay TCP listener as an [`axum::serve::Listener`].
-#[derive(Debug)]
-struct MeshListener(TcpListener);
-
-impl axum::serve::Listener for MeshListener {
-    type Io = TcpStream;
-    type Addr = SocketAddrV6;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddrV6) {
-        match self.0.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // the only failure is a node that has shut down: no connection will come again,
-                // and the server ends through its graceful shutdown
-                tracing::debug!(error = %e, "demo origin: overlay listener closed");
-                std::future::pending().await
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddrV6> {
-        Ok(self.0.local_addr())
     }
 }

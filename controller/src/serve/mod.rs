@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod orchestrator;
 mod pages;
+pub mod overlay;
 pub mod placement;
 mod records;
 pub mod store;
@@ -132,6 +133,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// Serves the API on the overlay too, at [`tags::ports::API`]: a stock WireGuard client that
+/// `vantage peer config` made a peer of this node reaches it there, with the same bearer token.
+async fn serve_on_overlay(
+    node: &vantage_mesh::Node,
+    router: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = node.tcp_listen(tags::ports::API).await.with_context(|| {
+        format!(
+            "cannot listen for the API on overlay port {}",
+            tags::ports::API
+        )
+    })?;
+    tracing::info!(addr = %listener.local_addr(), "controller api listening on the overlay");
+    let server =
+        axum::serve(overlay::MeshListener(listener), router).with_graceful_shutdown(stopped);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "the overlay api server failed");
+        }
+    }))
+}
+
 /// Runs the controller until `shutdown` resolves: the store, the mesh and gossip member
 /// (role=controller), loads left in flight by a previous run, and the API. On shutdown, loads
 /// still in flight stay recorded as such and are resumed by the next run.
@@ -207,6 +231,12 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let on_overlay = serve_on_overlay(
+        &member.node,
+        api::router(state.clone()),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     let server =
         axum::serve(listener, api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
     // graceful, but bounded: an event stream of a load that will not finish now would
@@ -221,6 +251,7 @@ pub async fn run(
     // (the loads are stopped after the server, so none is accepted in between)
     // loads in flight stop where they are (recorded as such, resumed by the next run); their
     // job streams close, so the agents cancel the jobs instead of running them for nobody
+    on_overlay.abort();
     orch.abort_all();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     tracing::info!("shutting down: leaving the cluster");

@@ -57,14 +57,14 @@ fn built(path: PathBuf, package: &str) -> PathBuf {
     path
 }
 
-fn free_udp() -> SocketAddr {
+pub fn free_udp() -> SocketAddr {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
 }
 
-fn free_tcp() -> SocketAddr {
+pub fn free_tcp() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

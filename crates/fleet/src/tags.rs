@@ -63,6 +63,8 @@ pub mod ports {
     pub const JOBS: u16 = 7947;
     /// The agent's CDP gateway, TCP.
     pub const CDP: u16 = 9222;
+    /// The controller's HTTP API on the overlay, TCP (for stock WireGuard clients of the mesh).
+    pub const API: u16 = 8080;
     /// Underlay WireGuard UDP.
     pub const UNDERLAY: u16 = 51820;
 }
