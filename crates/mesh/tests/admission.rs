@@ -248,6 +248,7 @@ async fn forged_initiations_under_a_flood_never_move_an_endpoint() {
     stop.store(true, Ordering::Relaxed);
     let (sent, got) = flood.join().unwrap();
     let counters = a.counters().await.unwrap();
+    // how fast the stream goes under the flood is examples/flood-bench.rs's business
     println!(
         "attack: {sent} initiations sent, {rounds} echo rounds, attacker received {got:?}, counters {counters:?}"
     );
