@@ -15,6 +15,7 @@ mod member;
 mod rng;
 pub mod sim;
 mod state;
+mod sync;
 pub mod transport;
 mod wire;
 

@@ -205,7 +205,7 @@ impl Gossip {
         if remote.join {
             self.event_min_time = self.event_min_time.max(remote.event_ltime + 1);
             // the first of the early syncs after joining (see `JOIN_SYNCS`)
-            self.join_syncs_left = crate::core::JOIN_SYNCS;
+            self.join_syncs_left = crate::sync::JOIN_SYNCS;
             self.next_push_pull = now + self.cfg.probe_interval;
         }
         let before = self.incarnation;

@@ -21,7 +21,7 @@ use vantage_tests::cluster::{Cluster, Kind};
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// A run still not converged after this long is a straggler: who misses whom is printed, so a
 /// long tail comes with its evidence.
-const STRAGGLER_AFTER: Duration = Duration::from_secs(3);
+const STRAGGLER_AFTER: Duration = Duration::from_secs(2);
 const DETECT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Quiet time after convergence before RSS is read and a node killed.
 const SETTLE: Duration = Duration::from_secs(2);
