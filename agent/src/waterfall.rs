@@ -508,6 +508,26 @@ mod tests {
     }
 
     #[test]
+    fn requests_past_the_cap_are_still_activity() {
+        let mut w = Waterfall::new(None, HashSet::new());
+        w.on_event(
+            "Network.requestWillBeSent",
+            &sent("d", "l", "http://a.test/", "Document", 1.0),
+        );
+        for i in 0..MAX_REQUESTS + 3 {
+            let id = format!("r{i}");
+            let p = sent(&id, "l", "http://a.test/img", "Image", 2.0);
+            assert!(w.on_event("Network.requestWillBeSent", &p), "{i}");
+            let data = json!({ "requestId": id, "dataLength": 1 });
+            assert!(w.on_event("Network.dataReceived", &data), "{i}");
+        }
+        let mut run = Run::default();
+        w.finish(&mut run);
+        assert_eq!(run.requests.len(), MAX_REQUESTS);
+        assert_eq!(run.omitted, ["4 more requests past the first 2000"]);
+    }
+
+    #[test]
     fn headers_are_capped_per_request_and_the_cut_is_said() {
         let many: serde_json::Map<String, Value> = (0..MAX_HEADERS + 5)
             .map(|i| (format!("x-{i:03}"), json!("v")))
