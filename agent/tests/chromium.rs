@@ -290,3 +290,48 @@ async fn stop_during_a_recycles_drain_does_not_wait_for_the_running_job() {
     assert!(group_members(pid).is_empty(), "the browser is gone");
     drop(lease);
 }
+
+#[test]
+fn a_browser_tree_includes_helpers_that_left_its_group_and_its_parentage() {
+    use std::os::unix::process::CommandExt;
+    // like Chromium's crashpad handler: double-forked into its own session, so it is neither in
+    // the browser's group nor below it, but reparented to us (the subreaper)
+    vantage_agent::chromium::become_subreaper();
+    let profile = format!("/tmp/vantage-tree-{}", std::process::id());
+    let mut browser = std::process::Command::new("sh")
+        .args(["-c", "(setsid sleep 600 &); exec sleep 600"])
+        .env("TMPDIR", &profile)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = browser.id() as i32;
+    let me = std::process::id() as i32;
+    let cmdline =
+        |p: i32| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let helper = loop {
+        let found = vantage_agent::procs::descendants(me)
+            .into_iter()
+            .find(|&p| {
+                p != pid && cmdline(p).starts_with("sleep") && !group_members(pid).contains(&p)
+            });
+        if let Some(h) = found {
+            break h;
+        }
+        assert!(std::time::Instant::now() < end, "the helper did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!vantage_agent::procs::descendants(pid).contains(&helper));
+    let marker = format!("TMPDIR={profile}");
+    let tree = vantage_agent::procs::browser_tree(pid, marker.as_bytes());
+    assert!(
+        tree.contains(&helper),
+        "the helper {helper} is missing from {tree:?}"
+    );
+    vantage_agent::procs::kill_and_reap(pid, &tree);
+    let _ = browser.wait();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{helper}")).exists(),
+        "the helper survived"
+    );
+}

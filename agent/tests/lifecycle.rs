@@ -16,14 +16,6 @@ use vantage_tests::origin::{Origin, NEVER_PATH};
 
 const PSK: [u8; 32] = [41; 32];
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn healthz(port: u16) -> serde_json::Value {
     // 503 while recycling: the body is in the error then
     let body = match vantage_agent::chromium::http_get(port, "/healthz").await {
@@ -67,7 +59,7 @@ async fn sigterm_during_a_recycles_drain_exits_in_time_with_a_cancelled_report()
     let mut k = [42u8; 32];
     k[0] &= 248;
     let controller_key = PrivateKey::from_bytes(k);
-    let underlay = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let underlay = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_udp_port()));
     let health = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

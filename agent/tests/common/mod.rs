@@ -28,6 +28,15 @@ pub fn chromium() -> ChromiumConfig {
     }
 }
 
+/// A UDP port on 127.0.0.1 free a moment ago (an agent's underlay).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The unprivileged user Chromium runs as in tests, created if missing.
 pub fn chromium_user() -> &'static str {
     const USER: &str = "vantage-chromium";
