@@ -118,6 +118,19 @@ async fn wait_for(page: &Page, js: &str, limit: Duration) -> serde_json::Value {
     }
 }
 
+/// Fills the login form with `token` and submits it.
+async fn submit_login(page: &Page, token: &str) {
+    eval(
+        page,
+        &format!(
+            "document.querySelector('input[name=token]').value = {}; \
+             document.getElementById('login').submit(); true",
+            serde_json::to_string(token).unwrap()
+        ),
+    )
+    .await;
+}
+
 async fn save_screenshot(page: &Page, dir: &std::path::Path, name: &str) {
     let png = page
         .screenshot(ScreenshotParams::builder().full_page(true).build())
@@ -136,23 +149,9 @@ async fn dashboard_in_a_real_browser(fleet: &Fleet, page_url: &str, dir: &std::p
 
     // not logged in: the login form
     wait_for(&page, "document.getElementById('login')", long).await;
-    eval(
-        &page,
-        &format!(
-            "document.querySelector('input[name=token]').value = 'wrong-token-wrong-token'; \
-             document.getElementById('login').submit(); true"
-        ),
-    )
-    .await;
+    submit_login(&page, "wrong-token-wrong-token").await;
     wait_for(&page, "document.getElementById('login-error')", long).await;
-    eval(
-        &page,
-        &format!(
-            "document.querySelector('input[name=token]').value = '{TOKEN}'; \
-             document.getElementById('login').submit(); true"
-        ),
-    )
-    .await;
+    submit_login(&page, TOKEN).await;
     wait_for(&page, "location.pathname === '/fleet'", long).await;
 
     // the fleet: every member listed; coordinates plotted once they have settled

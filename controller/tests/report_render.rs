@@ -36,7 +36,14 @@ fn request(i: usize, start: f64, failed: Option<&str>) -> Request {
         status: if failed.is_some() { 0 } else { 200 },
         mime: "application/javascript".into(),
         resource_type: ["Script", "Image", "Stylesheet", "Fetch"][i % 4].into(),
-        protocol: Some(if i % 2 == 0 { "h2" } else { "http/1.1" }.into()),
+        protocol: Some(
+            if i.is_multiple_of(2) {
+                "h2"
+            } else {
+                "http/1.1"
+            }
+            .into(),
+        ),
         remote_ip: Some("192.0.2.7".into()),
         initiator: Some("parser".into()),
         priority: Some("High".into()),
@@ -44,9 +51,9 @@ fn request(i: usize, start: f64, failed: Option<&str>) -> Request {
         start_ms: start,
         timings: HarTimings {
             blocked: Some(1.5),
-            dns: (i % 5 == 0).then_some(4.0),
-            connect: (i % 5 == 0).then_some(20.0),
-            ssl: (i % 5 == 0).then_some(12.0),
+            dns: i.is_multiple_of(5).then_some(4.0),
+            connect: i.is_multiple_of(5).then_some(20.0),
+            ssl: i.is_multiple_of(5).then_some(12.0),
             send: 0.2,
             wait: 30.0 + (i % 7) as f64,
             receive: if failed.is_some() { 0.0 } else { 5.0 },

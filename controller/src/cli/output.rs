@@ -45,3 +45,52 @@ fn write(path: &Path, what: &str, bytes: &[u8]) -> Result<(), CliError> {
     tracing::info!(path = %path.display(), "{what} written");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use vantage_proto::api::{LoadRequest, LoadState};
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        out: OutputArgs,
+    }
+
+    #[test]
+    fn files_are_written_and_a_bad_path_is_a_usage_error() {
+        let dir = std::env::temp_dir().join(format!("vantage-output-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (har, html) = (dir.join("l.har"), dir.join("l.html"));
+        let t = T::try_parse_from([
+            "t",
+            "--har",
+            har.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ])
+        .unwrap();
+        let status = LoadStatus {
+            id: "l1".into(),
+            state: LoadState::Failed,
+            created_unix_ms: 0,
+            finished_unix_ms: Some(1),
+            request: LoadRequest::new("https://example.com/"),
+            targets: vec![],
+            failure: None,
+            reports: vec![],
+        };
+        t.out.write_files(&status).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&har).unwrap()).unwrap();
+        assert_eq!(v["log"]["version"], "1.2");
+        assert!(std::fs::read_to_string(&html)
+            .unwrap()
+            .starts_with("<!DOCTYPE html>"));
+        let bad = T::try_parse_from(["t", "--har", "/nonexistent-dir/x.har"]).unwrap();
+        let e = bad.out.write_files(&status).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("/nonexistent-dir/x.har"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -34,36 +34,50 @@ fn comparable_load_ms(report: &StoredReport) -> Option<f64> {
         .and_then(|r| r.timing.load_ms)
 }
 
-/// One row per region: agent, TTFB, estimated RTT beside it, FCP, LCP, CLS, TBT, load, requests,
-/// bytes and the load time's distance to the best region.
+/// One row per region, in 80 columns: TTFB with the estimated RTT beside it, FCP, LCP, CLS, TBT,
+/// load, requests, KiB and the load time's distance to the best region; times in whole ms
+/// (the header line says so), the agents on a line below.
 pub fn reports_table(reports: &[StoredReport]) -> String {
     let best = reports
         .iter()
         .filter_map(comparable_load_ms)
         .min_by(f64::total_cmp);
-    let mut table = boxed_table();
+    let mut table = plain_table();
     table.set_header(vec![
-        "region", "agent", "TTFB", "est. RTT", "FCP", "LCP", "CLS", "TBT", "load", "requests",
-        "bytes", "vs best",
+        "region", "TTFB", "RTT", "FCP", "LCP", "CLS", "TBT", "load", "req", "KiB", "vs best",
     ]);
     for r in reports {
         table.add_row(report_row(r, best));
     }
-    right_align(&mut table, 2..12);
-    table.to_string()
+    right_align(&mut table, 1..11);
+    let agents: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{} on {}", r.region, r.agent))
+        .collect();
+    format!(
+        "{}times in ms; RTT is the estimated network round trip to the agent, the floor under TTFB\nagents: {}",
+        plain_text(&table),
+        agents.join(", ")
+    )
+}
+
+/// Whole milliseconds, the unit in the table's header.
+fn bare_ms(ms: f64) -> String {
+    format!("{ms:.0}")
 }
 
 fn report_row(r: &StoredReport, best: Option<f64>) -> Vec<Cell> {
     let region = if r.agent_region.is_empty() || r.agent_region == r.region {
         r.region.clone()
     } else {
-        format!("{} (ran in {})", r.region, r.agent_region)
+        format!("{}→{}", r.region, r.agent_region)
     };
-    let rtt = r.estimated_rtt_ms.map(fmt_ms);
-    let mut cells = vec![Cell::new(region), Cell::new(&r.agent)];
+    let rtt = r.estimated_rtt_ms.map(bare_ms);
+    let rtt = Cell::new(rtt.as_deref().unwrap_or(UNKNOWN));
+    let mut cells = vec![Cell::new(region)];
     let Some(run) = median_run(&r.report) else {
         cells.push(Cell::new("no runs"));
-        cells.push(Cell::new(rtt.as_deref().unwrap_or(UNKNOWN)));
+        cells.push(rtt);
         cells.extend((0..8).map(|_| Cell::new(UNKNOWN)));
         return cells;
     };
@@ -71,27 +85,28 @@ fn report_row(r: &StoredReport, best: Option<f64>) -> Vec<Cell> {
         // a failed run's timings describe how far it got, not the page: keep them out of a
         // comparison and let the notes say what happened
         cells.push(Cell::new(UNKNOWN));
-        cells.push(Cell::new(rtt.as_deref().unwrap_or(UNKNOWN)));
+        cells.push(rtt);
         cells.extend((0..7).map(|_| Cell::new(UNKNOWN)));
         cells.push(Cell::new("failed"));
         return cells;
     }
-    let opt = |v: Option<f64>| v.map(fmt_ms).unwrap_or_else(|| UNKNOWN.into());
+    let opt = |v: Option<f64>| v.map(bare_ms).unwrap_or_else(|| UNKNOWN.into());
     let bytes: u64 = run.requests.iter().map(|q| q.encoded_bytes).sum();
     let delta = match (comparable_load_ms(r), best) {
-        (Some(load), Some(best)) => fmt_delta(load - best),
+        (Some(load), Some(best)) if load - best >= 0.5 => format!("+{:.0}", load - best),
+        (Some(_), Some(_)) => "best".to_owned(),
         _ => UNKNOWN.to_owned(),
     };
     cells.extend([
-        Cell::new(fmt_ms(run.timing.response_start_ms)),
-        Cell::new(rtt.as_deref().unwrap_or(UNKNOWN)),
+        Cell::new(bare_ms(run.timing.response_start_ms)),
+        rtt,
         Cell::new(opt(run.first_contentful_paint_ms)),
         Cell::new(opt(run.lcp.as_ref().map(|l| l.time_ms))),
         Cell::new(format!("{:.3}", run.cls)),
-        Cell::new(fmt_ms(run.tbt.ms)),
+        Cell::new(bare_ms(run.tbt.ms)),
         Cell::new(opt(run.timing.load_ms)),
         Cell::new(run.requests.len()),
-        Cell::new(fmt_bytes(bytes)),
+        Cell::new(format!("{:.1}", bytes as f64 / 1024.0)),
         Cell::new(delta),
     ]);
     cells
@@ -276,13 +291,6 @@ pub fn regions_table(rows: &[RegionInfo]) -> String {
     plain_text(&table)
 }
 
-fn boxed_table() -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled);
-    t
-}
-
 /// Whitespace-separated columns, like Serf's and easy to `awk`.
 fn plain_table() -> Table {
     let mut t = Table::new();
@@ -343,19 +351,11 @@ pub fn fmt_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// `2024-05-01 12:34:56` in UTC, without a date library: days to civil date (H. Hinnant).
+/// `2024-05-01 12:34:56` in UTC.
 pub fn fmt_unix_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::report::civil_from_days(days as i64);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
         rem / 3600,
@@ -437,12 +437,9 @@ mod tests {
     fn row<'a>(table: &'a str, region: &str) -> Vec<&'a str> {
         let line = table
             .lines()
-            .find(|l| l.trim_start_matches('│').trim_start().starts_with(region))
+            .find(|l| l.starts_with(region))
             .unwrap_or_else(|| panic!("no row {region} in\n{table}"));
-        line.split(['│', '┆'])
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .collect()
+        line.split_whitespace().collect()
     }
 
     #[test]
@@ -455,22 +452,46 @@ mod tests {
         let t = reports_table(&reports);
         let sin = row(&t, "sin");
         assert_eq!(sin[0], "sin");
-        assert_eq!(sin[1], "sin-1");
-        assert_eq!(sin[2], "300 ms", "TTFB is response_start_ms");
-        assert_eq!(sin[3], "162 ms", "the RTT sits beside the TTFB");
-        assert_eq!(sin[6], "0.123", "CLS with 3 decimals");
-        assert_eq!(sin[7], "55 ms");
-        assert_eq!(sin[8], "900 ms");
-        assert_eq!(sin[9], "2");
-        assert_eq!(
-            sin[10], "2.5 KiB",
-            "bytes are the median run's encoded bytes"
-        );
-        assert_eq!(sin[11], "+300 ms");
+        assert_eq!(sin[1], "300", "TTFB is response_start_ms");
+        assert_eq!(sin[2], "162", "the RTT sits beside the TTFB");
+        assert_eq!(sin[5], "0.123", "CLS with 3 decimals");
+        assert_eq!(sin[6], "55");
+        assert_eq!(sin[7], "900");
+        assert_eq!(sin[8], "2");
+        assert_eq!(sin[9], "2.5", "KiB are the median run's encoded bytes");
+        assert_eq!(sin[10], "+300");
         let ams = row(&t, "ams");
-        assert_eq!(ams[3], UNKNOWN, "an unknown RTT is a dash");
-        assert_eq!(ams[11], "best");
-        assert_eq!(row(&t, "iad")[11], "+123 ms");
+        assert_eq!(ams[2], UNKNOWN, "an unknown RTT is a dash");
+        assert_eq!(ams[10], "best");
+        assert_eq!(row(&t, "iad")[10], "+123");
+        assert!(t.contains("agents: sin on sin-1, ams on ams-1"), "{t}");
+    }
+
+    #[test]
+    fn fits_80_columns() {
+        let mut slow = run(98_765.0, 12_345.0, None);
+        slow.requests = (0..1500)
+            .map(|_| Request {
+                encoded_bytes: 700_000,
+                ..Request::default()
+            })
+            .collect();
+        let mut moved = stored("sin", vec![slow], Some(1234.0));
+        moved.agent_region = "ams".into();
+        let reports = vec![
+            moved,
+            stored("iad", vec![run(723.4, 80.0, None)], Some(80.0)),
+            stored("syd", vec![run(100.0, 0.0, Some("net::ERR"))], None),
+        ];
+        let t = reports_table(&reports);
+        for line in t.lines().filter(|l| !l.starts_with("times in ms")) {
+            assert!(
+                line.chars().count() <= 80 || line.starts_with("agents:"),
+                "{} columns: {line}\n{t}",
+                line.chars().count()
+            );
+        }
+        assert_eq!(row(&t, "sin→ams")[10], "+98042", "{t}");
     }
 
     #[test]
@@ -490,13 +511,13 @@ mod tests {
         broken.report.summary = None;
         assert!(every_run_failed(&broken.report));
         let t = reports_table(&[ok, broken.clone()]);
-        assert_eq!(row(&t, "sin")[8], "700 ms");
+        assert_eq!(row(&t, "sin")[7], "700");
         assert_eq!(
-            row(&t, "sin")[11],
+            row(&t, "sin")[10],
             "best",
             "a failed region is never the best"
         );
-        assert_eq!(row(&t, "ams")[11], "failed");
+        assert_eq!(row(&t, "ams")[10], "failed");
         assert_eq!(
             report_notes(&broken),
             vec!["ams: run 1 failed: net::ERR_NAME_NOT_RESOLVED".to_owned()]

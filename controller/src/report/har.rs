@@ -366,21 +366,27 @@ fn query_string(url: &str) -> Vec<NameValue> {
         .unwrap_or_default()
 }
 
+impl Cookie {
+    fn new(name: &str, value: &str) -> Cookie {
+        Cookie {
+            name: name.trim().to_owned(),
+            value: value.trim().to_owned(),
+            path: None,
+            domain: None,
+            expires: None,
+            http_only: None,
+            secure: None,
+        }
+    }
+}
+
 /// `Cookie: a=1; b=2`.
 fn request_cookies(header: &str) -> Vec<Cookie> {
     header
         .split(';')
         .filter_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            Some(Cookie {
-                name: name.trim().to_owned(),
-                value: value.trim().to_owned(),
-                path: None,
-                domain: None,
-                expires: None,
-                http_only: None,
-                secure: None,
-            })
+            Some(Cookie::new(name, value))
         })
         .collect()
 }
@@ -389,15 +395,7 @@ fn request_cookies(header: &str) -> Vec<Cookie> {
 fn set_cookie(line: &str) -> Option<Cookie> {
     let mut parts = line.split(';');
     let (name, value) = parts.next()?.trim().split_once('=')?;
-    let mut c = Cookie {
-        name: name.trim().to_owned(),
-        value: value.trim().to_owned(),
-        path: None,
-        domain: None,
-        expires: None,
-        http_only: None,
-        secure: None,
-    };
+    let mut c = Cookie::new(name, value);
     for attr in parts {
         let (k, v) = attr.trim().split_once('=').unwrap_or((attr.trim(), ""));
         match k.to_ascii_lowercase().as_str() {
@@ -420,26 +418,7 @@ mod tests {
     fn cookies_and_queries_come_from_headers_and_urls() {
         assert_eq!(
             request_cookies("a=1; b=x=y;junk"),
-            vec![
-                Cookie {
-                    name: "a".into(),
-                    value: "1".into(),
-                    path: None,
-                    domain: None,
-                    expires: None,
-                    http_only: None,
-                    secure: None
-                },
-                Cookie {
-                    name: "b".into(),
-                    value: "x=y".into(),
-                    path: None,
-                    domain: None,
-                    expires: None,
-                    http_only: None,
-                    secure: None
-                }
-            ]
+            vec![Cookie::new("a", "1"), Cookie::new("b", "x=y")]
         );
         let c = set_cookie("sid=abc; Path=/; HttpOnly; Secure; SameSite=Lax").unwrap();
         assert_eq!(

@@ -6,4 +6,4 @@ pub mod har;
 pub mod html;
 mod time;
 
-pub use time::iso8601_utc;
+pub use time::{civil_from_days, iso8601_utc};

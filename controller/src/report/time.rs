@@ -20,7 +20,7 @@ pub fn iso8601_utc(unix_ms: f64) -> String {
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (the era arithmetic of Howard Hinnant's
 /// `civil_from_days`, which stays exact across leap centuries).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

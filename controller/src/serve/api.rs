@@ -342,12 +342,7 @@ async fn get_load(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<LoadStatus>, ApiError> {
-    s.orch
-        .store()
-        .load(id.clone())
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no load `{id}`")))
+    super::pages::load(&s, &id).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/loads/{id}/events", params(("id" = String, Path)),
@@ -463,15 +458,7 @@ async fn get_report(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<StoredReport>, ApiError> {
-    let n: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("report id `{id}` is not a number")))?;
-    s.orch
-        .store()
-        .report(n)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no report {n}")))
+    super::pages::stored_report(&s, &id).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/members", params(("tag" = Option<String>, Query, description = "`key=value`, repeatable; all must match")),

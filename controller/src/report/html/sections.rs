@@ -25,12 +25,10 @@ pub fn load_summary(out: &mut String, status: &LoadStatus) {
         &regions.join(", "),
         &browsers,
     );
-    let (text, bad) = verdict(&status.reports, status.failure.as_ref().map(|f| &f.message));
-    let _ = writeln!(
+    verdict_line(
         out,
-        "<p class=\"verdict{}\" id=\"verdict\">{}</p>",
-        if bad { " bad" } else { "" },
-        esc(&text)
+        &status.reports,
+        status.failure.as_ref().map(|f| &f.message),
     );
     notes(out, &load_notes(status));
 }
@@ -49,13 +47,7 @@ pub fn report_summary(out: &mut String, r: &StoredReport) {
         &from,
         &browser(&r.report),
     );
-    let (text, bad) = verdict(std::slice::from_ref(r), None);
-    let _ = writeln!(
-        out,
-        "<p class=\"verdict{}\" id=\"verdict\">{}</p>",
-        if bad { " bad" } else { "" },
-        esc(&text)
-    );
+    verdict_line(out, std::slice::from_ref(r), None);
     notes(out, &report_notes(r));
 }
 
@@ -83,6 +75,16 @@ fn distinct(items: impl Iterator<Item = String>) -> String {
     v.sort();
     v.dedup();
     v.join(", ")
+}
+
+fn verdict_line(out: &mut String, reports: &[StoredReport], failure: Option<&String>) {
+    let (text, bad) = verdict(reports, failure);
+    let _ = writeln!(
+        out,
+        "<p class=\"verdict{}\" id=\"verdict\">{}</p>",
+        if bad { " bad" } else { "" },
+        esc(&text)
+    );
 }
 
 /// One line saying how it went: the fastest and slowest region by load time, or what failed.
