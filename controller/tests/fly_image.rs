@@ -2,22 +2,14 @@
 //! against the workspace, hadolint on the Dockerfile, shellcheck on the shell scripts, and the
 //! install script's own rules.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use common::{read, root};
 use toml::{Table, Value};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
-}
 
 /// The Dockerfile's instructions, continuation lines joined, comments dropped.
 fn instructions(dockerfile: &str) -> Vec<String> {
