@@ -144,6 +144,28 @@ fn chromium_sandboxed(uid: u32) -> Option<bool> {
     seen
 }
 
+/// Whether Chromium starts with its sandbox (no `--no-sandbox`) as `user` on this machine: a
+/// headless page dumped by the image's user.
+fn sandbox_allowed(user: (u32, u32), dir: &Path) -> bool {
+    let home = owned_dir(&dir.join("sandbox-probe"), user);
+    Command::new("chromium")
+        .args(["--headless", "--disable-gpu", "--dump-dom"])
+        .arg(format!(
+            "--user-data-dir={}",
+            home.join("profile").display()
+        ))
+        .arg("data:text/html,<p>sandboxed</p>")
+        .env("HOME", &home)
+        .uid(user.0)
+        .gid(user.1)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("sandboxed")
+        })
+}
+
 /// The entrypoint picks the group, maps Fly's environment, runs both binaries as the image's
 /// user, and the agent it started joins the controller it started and serves a load.
 #[test]
@@ -222,19 +244,38 @@ fn entrypoint_runs_a_fleet_as_fly_would() {
     assert_eq!(me["tags"]["ep"], format!("[::1]:{agent_udp}"));
 
     let sandbox = chromium_sandboxed(user.0);
+    let allowed = sandbox_allowed(user, &dir);
     println!(
-        "chromium as uid {}: sandbox {}",
+        "chromium as uid {}: sandbox {}; this machine {} Chromium's sandbox to that user",
         user.0,
         match sandbox {
             Some(true) => "on",
             Some(false) => "off (--no-sandbox)",
             None => "unknown (no browser process found)",
-        }
+        },
+        if allowed { "allows" } else { "does not allow" }
     );
     assert!(
         sandbox.is_some(),
         "the agent's Chromium does not run as the image's user"
     );
+    // an agent that reports its sandbox state on /healthz must have used the sandbox it could
+    let healthz = rt
+        .block_on(async {
+            reqwest::get(format!("http://{health}/healthz"))
+                .await?
+                .text()
+                .await
+        })
+        .unwrap_or_default();
+    println!("agent /healthz: {healthz}");
+    if healthz.contains("sandbox") && allowed {
+        assert_eq!(
+            sandbox,
+            Some(true),
+            "the machine allows the sandbox but the agent ran without it"
+        );
+    }
 
     // SIGINT stops the agent as SIGTERM would (kill_signal is SIGTERM; both are handled)
     // SAFETY: kill(2) on a child we own
