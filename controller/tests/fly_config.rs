@@ -5,23 +5,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{agent_bin, vantage_bin};
+use common::{agent_bin, read, root, vantage_bin};
 use toml::{Table, Value};
 use vantage_fleet::tags::ports;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
-}
 
 /// The process groups `docker/entrypoint` dispatches to, Fly's own special groups left out.
 fn entrypoint_groups(entrypoint: &str) -> BTreeSet<String> {

@@ -2,22 +2,14 @@
 //! against the workspace, hadolint on the Dockerfile, shellcheck on the shell scripts, and the
 //! install script's own rules.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use common::{read, root};
 use toml::{Table, Value};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
-}
 
 /// The Dockerfile's instructions, continuation lines joined, comments dropped.
 fn instructions(dockerfile: &str) -> Vec<String> {
@@ -323,8 +315,9 @@ fn install_script_refuses_unknown_options_and_is_idempotent() {
         err.contains("unknown option --bogus") && err.contains("accepted"),
         "{err}"
     );
-    // `cargo xtask test` ran it before the tests: a second run finds everything and does nothing
-    let out = Command::new(&script).output().unwrap();
+    // `cargo xtask test` ran it before the tests: everything it installs is there (checked
+    // without installing anything), and tini, which it did not install, is named as missing
+    let out = Command::new(&script).arg("--check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -332,4 +325,11 @@ fn install_script_refuses_unknown_options_and_is_idempotent() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("already installed"), "{text}");
+    let out = Command::new(&script)
+        .args(["--check", "vantage-no-such-package"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing: vantage-no-such-package"), "{err}");
 }

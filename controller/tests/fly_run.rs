@@ -10,17 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_bin, free_tcp, free_udp, key, vantage_bin, Proc, TOKEN};
+use common::{agent_bin, free_tcp, free_udp, key, root, vantage_bin, Proc, TOKEN};
 use vantage_mesh::{OverlayPrefix, PresharedKey};
 use vantage_tests::netns::{veth, Netns};
 use vantage_tests::origin::Origin;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
 
 /// The image's user, as the Dockerfile's last `USER uid:gid` says.
 fn image_user() -> (u32, u32) {
@@ -151,6 +144,28 @@ fn chromium_sandboxed(uid: u32) -> Option<bool> {
     seen
 }
 
+/// Whether Chromium starts with its sandbox (no `--no-sandbox`) as `user` on this machine: a
+/// headless page dumped by the image's user.
+fn sandbox_allowed(user: (u32, u32), dir: &Path) -> bool {
+    let home = owned_dir(&dir.join("sandbox-probe"), user);
+    Command::new("chromium")
+        .args(["--headless", "--disable-gpu", "--dump-dom"])
+        .arg(format!(
+            "--user-data-dir={}",
+            home.join("profile").display()
+        ))
+        .arg("data:text/html,<p>sandboxed</p>")
+        .env("HOME", &home)
+        .uid(user.0)
+        .gid(user.1)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("sandboxed")
+        })
+}
+
 /// The entrypoint picks the group, maps Fly's environment, runs both binaries as the image's
 /// user, and the agent it started joins the controller it started and serves a load.
 #[test]
@@ -229,19 +244,38 @@ fn entrypoint_runs_a_fleet_as_fly_would() {
     assert_eq!(me["tags"]["ep"], format!("[::1]:{agent_udp}"));
 
     let sandbox = chromium_sandboxed(user.0);
+    let allowed = sandbox_allowed(user, &dir);
     println!(
-        "chromium as uid {}: sandbox {}",
+        "chromium as uid {}: sandbox {}; this machine {} Chromium's sandbox to that user",
         user.0,
         match sandbox {
             Some(true) => "on",
             Some(false) => "off (--no-sandbox)",
             None => "unknown (no browser process found)",
-        }
+        },
+        if allowed { "allows" } else { "does not allow" }
     );
     assert!(
         sandbox.is_some(),
         "the agent's Chromium does not run as the image's user"
     );
+    // an agent that reports its sandbox state on /healthz must have used the sandbox it could
+    let healthz = rt
+        .block_on(async {
+            reqwest::get(format!("http://{health}/healthz"))
+                .await?
+                .text()
+                .await
+        })
+        .unwrap_or_default();
+    println!("agent /healthz: {healthz}");
+    if healthz.contains("sandbox") && allowed {
+        assert_eq!(
+            sandbox,
+            Some(true),
+            "the machine allows the sandbox but the agent ran without it"
+        );
+    }
 
     // SIGINT stops the agent as SIGTERM would (kill_signal is SIGTERM; both are handled)
     // SAFETY: kill(2) on a child we own
@@ -312,8 +346,7 @@ fn entrypoint_dispatch_and_its_errors() {
 fn a_stock_wireguard_client_reaches_the_controller_api() {
     let dir = test_dir("peer");
     let ns = Netns::new("vfly").unwrap();
-    let net = 200 + std::process::id() % 50;
-    let (host_ip, ns_ip) = (format!("10.{net}.7.1"), format!("10.{net}.7.2"));
+    let (host_ip, ns_ip) = free_subnet();
     veth(None, &format!("{host_ip}/24"), &ns, &format!("{ns_ip}/24")).unwrap();
 
     let psk = PresharedKey::from_bytes([91; 32]);
@@ -360,18 +393,7 @@ fn a_stock_wireguard_client_reaches_the_controller_api() {
         String::from_utf8_lossy(&out.stdout).replace(&psk.to_base64(), "<psk>")
     );
 
-    let up = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "wg-quick", "up"])
-        .arg(&conf)
-        .env("WG_QUICK_USERSPACE_IMPLEMENTATION", "wireguard-go")
-        .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
-        .output()
-        .expect("run wg-quick (wireguard-tools)");
-    assert!(
-        up.status.success(),
-        "wg-quick up failed: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let client = WgQuick::up(&ns, &conf);
     let node = OverlayPrefix::from_psk(&psk).address_of(&controller_key.public_key());
     let api = format!("http://[{node}]:{}", vantage_fleet::tags::ports::API);
     let start = Instant::now();
@@ -416,9 +438,62 @@ fn a_stock_wireguard_client_reaches_the_controller_api() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a wrong token over the mesh");
-    let _ = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "wg-quick", "down"])
-        .arg(&conf)
-        .output();
+    // (down first: wg-quick reads the config to take the interface down)
+    drop(client);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A host/namespace address pair in a /24 no host interface uses yet (a crashed run may leave
+/// one behind, and two links on one subnet would misroute).
+fn free_subnet() -> (String, String) {
+    let used = String::from_utf8(
+        Command::new("ip")
+            .args(["-br", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    (0..50)
+        .map(|i| 200 + (std::process::id() + i) % 50)
+        .map(|net| (format!("10.{net}.7.1"), format!("10.{net}.7.2")))
+        .find(|(host, _)| !used.contains(&format!("{host}/")))
+        .expect("a free 10.x.7.0/24 for the veth link")
+}
+
+/// A `wg-quick` interface (wireguard-go, userspace) in a namespace, taken down on drop, so its
+/// daemon does not outlive the test and keep the namespace and its veth alive.
+struct WgQuick {
+    ns: String,
+    conf: PathBuf,
+}
+
+impl WgQuick {
+    fn up(ns: &Netns, conf: &Path) -> Self {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "wg-quick", "up"])
+            .arg(conf)
+            .env("WG_QUICK_USERSPACE_IMPLEMENTATION", "wireguard-go")
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+            .output()
+            .expect("run wg-quick (wireguard-tools)");
+        assert!(
+            out.status.success(),
+            "wg-quick up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            ns: ns.name.clone(),
+            conf: conf.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for WgQuick {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "wg-quick", "down"])
+            .arg(&self.conf)
+            .output();
+    }
 }

@@ -89,7 +89,7 @@ fn render(psk: &PresharedKey, node: &PublicKey, endpoint: &str, key: &PrivateKey
         s,
         "# Vantage mesh: a stock WireGuard client of node {node} ({node_addr}).\n\
          # It reaches only that node, at {node_addr}: nodes do not route between their peers.\n\
-         # The controller's API there: http://[{node_addr}]:{api}/ (with VANTAGE_TOKEN).\n\
+         # If that node is the controller, its API is at http://[{node_addr}]:{api}/ (with VANTAGE_TOKEN).\n\
          # Keep this file secret: it holds the cluster's PSK.\n\
          [Interface]\n\
          PrivateKey = {private}\n\

@@ -389,3 +389,16 @@ impl Fleet {
         &self.dir
     }
 }
+
+/// The workspace root (where `fly.toml`, `docker/` and `README.md` are).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// A file of the repository, by its path from the workspace root.
+pub fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
