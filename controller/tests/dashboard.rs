@@ -86,6 +86,19 @@ async fn cli_writes_har_html_and_json(fleet: &Fleet, page_url: &str, dir: &std::
     assert_eq!(api_har.status(), 200);
     let api_har: serde_json::Value = api_har.json().await.unwrap();
     assert_eq!(api_har, har, "--har and GET /api/loads/{{id}}/har agree");
+    let doc: serde_json::Value = fleet
+        .http
+        .get(fleet.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["paths"].get("/api/loads/{id}/har").is_some(),
+        "the OpenAPI document lists the HAR route"
+    );
     let api_path = dir.join("api.har");
     std::fs::write(&api_path, serde_json::to_vec(&api_har).unwrap()).unwrap();
     validate_har(&[har_path, api_path]);

@@ -157,6 +157,7 @@ async fn openapi_lists_every_route(fleet: &Fleet) {
         "/api/loads",
         "/api/loads/{id}",
         "/api/loads/{id}/events",
+        "/api/loads/{id}/har",
         "/api/reports",
         "/api/members",
         "/api/rtt",
