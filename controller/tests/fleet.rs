@@ -388,9 +388,15 @@ async fn connect_serves_a_stock_cdp_client(fleet: &Fleet, page: &str) {
             let _ = stop_rx.await;
         },
     ));
-    let (browser, mut handler) = chromiumoxide::Browser::connect(format!("http://{local}"))
-        .await
-        .expect("chromiumoxide connects through vantage connect");
+    // told not to turn certificate checks off, which the agents' gateway refuses
+    let config = chromiumoxide::handler::HandlerConfig {
+        ignore_https_errors: false,
+        ..chromiumoxide::handler::HandlerConfig::default()
+    };
+    let (browser, mut handler) =
+        chromiumoxide::Browser::connect_with_config(format!("http://{local}"), config)
+            .await
+            .expect("chromiumoxide connects through vantage connect");
     assert!(
         browser
             .websocket_address()
