@@ -20,6 +20,12 @@ use crate::procs;
 pub use crate::procs::{group_members, reap_orphans};
 use crate::sandbox::{self, Sandbox};
 
+/// The browser's default niceness. The agent carries the browser's traffic (egress guard, overlay
+/// TCP, WireGuard): a renderer busy with layout must not hold a connection's packets in the
+/// agent, any more than it can hold them in a kernel's network stack, or the report's connect
+/// and wait phases would carry the page's own CPU time (and, on one machine, other regions').
+pub const DEFAULT_NICE: u8 = 10;
+
 /// Supervisor settings.
 #[derive(Debug, Clone)]
 pub struct ChromiumConfig {
@@ -42,6 +48,8 @@ pub struct ChromiumConfig {
     pub backoff_max: Duration,
     /// Consecutive failed launches before the state is `failed` (it keeps retrying at the max).
     pub failed_after: u32,
+    /// The CPU niceness the browser and its helpers run at (0 to 19, higher yields more).
+    pub nice: u8,
 }
 
 impl Default for ChromiumConfig {
@@ -57,6 +65,7 @@ impl Default for ChromiumConfig {
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             failed_after: 5,
+            nice: DEFAULT_NICE,
         }
     }
 }
@@ -378,7 +387,7 @@ fn launch(cfg: &ChromiumConfig, sandbox: &Sandbox) -> Result<(Browser, std::proc
         .env("HOME", &profile.0)
         // its own process group, so one signal reaches every renderer and helper
         .process_group(0);
-    die_with_parent(&mut cmd);
+    in_child(&mut cmd, cfg.nice);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", cfg.path.display()))?;
@@ -496,14 +505,19 @@ fn exited(pid: i32) -> bool {
 
 /// Chromium gets SIGKILL if the agent dies without cleaning up (OOM killer, SIGKILL), so a
 /// dead agent never leaves a browser behind. The signal follows the spawning thread, which is a
-/// runtime worker that lives as long as the supervisor.
+/// runtime worker that lives as long as the supervisor. It also starts at niceness `nice`, which
+/// every renderer and helper inherits.
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+fn in_child(cmd: &mut Command, nice: u8) {
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe prctl call.
+    // async-signal-safe prctl and setpriority calls.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // raising one's own niceness needs no privilege, also after the switch of user
+            if libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -22,6 +22,10 @@ pub struct Args {
     /// cannot run as root); a non-root agent runs it as itself.
     #[arg(long = "chromium-user", env = "VANTAGE_CHROMIUM_USER")]
     pub chromium_user: Option<String>,
+    /// The CPU niceness Chromium runs at, 0 (the agent's own) to 19 (yields the most). The agent
+    /// carries the browser's traffic, so a busy renderer must not delay its packets.
+    #[arg(long = "chromium-nice", env = "VANTAGE_CHROMIUM_NICE", default_value_t = crate::chromium::DEFAULT_NICE)]
+    pub chromium_nice: u8,
     /// Extra Chromium flag (repeatable).
     #[arg(long = "chrome-arg", allow_hyphen_values = true)]
     pub chrome_args: Vec<String>,
@@ -143,6 +147,12 @@ impl Args {
                 bail!("--chrome-arg {a} would let Chromium around the egress guard, which --connect-to needs; drop one of them");
             }
         }
+        if self.chromium_nice > 19 {
+            bail!(
+                "--chromium-nice is {}; accepted is 0 (as the agent) to 19 (yields the most CPU)",
+                self.chromium_nice
+            );
+        }
         let controller_keys = parse_controller_keys(&self.controller_keys)?;
         Ok(Config {
             member,
@@ -154,6 +164,7 @@ impl Args {
                 extra_args: self.chrome_args,
                 recycle_after_jobs: self.recycle_after,
                 rss_ceiling: self.rss_ceiling_mib << 20,
+                nice: self.chromium_nice,
                 ..crate::chromium::ChromiumConfig::default()
             }),
             capacity: self.capacity,

@@ -214,9 +214,19 @@ fn user_ns(pid: &str) -> String {
         .to_string()
 }
 
+/// The niceness of `pid` (field 19 of `/proc/PID/stat`, counted after the command's parenthesis).
+fn niceness(pid: i32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_runs_sandboxed_as_an_unprivileged_user() {
-    let sup = common::ready(config()).await;
+async fn chromium_runs_sandboxed_as_an_unprivileged_user_and_yields_the_cpu() {
+    // not the default, so the setting is seen to reach the browser
+    let nice = 7;
+    assert_ne!(nice, vantage_agent::chromium::DEFAULT_NICE);
+    let sup = common::ready(ChromiumConfig { nice, ..config() }).await;
     let sandbox = sup.sandbox().clone();
     let vantage_agent::sandbox::Sandbox::On { uid, .. } = sandbox else {
         panic!("this machine allows the sandbox, but it is off: {sandbox:?}");
@@ -257,6 +267,15 @@ async fn chromium_runs_sandboxed_as_an_unprivileged_user() {
     };
     assert!(!renderers.is_empty(), "no renderer started within 30 s");
     let mine = user_ns("self");
+    // the browser and its renderers yield the CPU to the agent, which carries their traffic
+    assert_eq!(
+        niceness(pid as i32),
+        i64::from(nice),
+        "the browser's niceness"
+    );
+    for &r in &renderers {
+        assert_eq!(niceness(r), i64::from(nice), "renderer {r}'s niceness");
+    }
     for r in renderers {
         assert_ne!(
             user_ns(&r.to_string()),

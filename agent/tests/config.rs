@@ -90,6 +90,11 @@ fn invalid_settings_are_named_with_what_is_accepted() {
         &["--capacity is 0", "accepted is 1"],
     );
     fails_with(
+        &["--psk", PSK, "--chromium-nice", "20"],
+        &[],
+        &["--chromium-nice is 20", "accepted is 0", "to 19"],
+    );
+    fails_with(
         &["--psk", PSK, "--gossip-profile", "fast"],
         &[],
         &["`fast`", "lan, wan, fleet"],

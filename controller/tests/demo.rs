@@ -151,14 +151,12 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
         order(&by_rtt),
         "TTFB order is not the RTT order: {rows:?}"
     );
-    // TTFB less the server's think time carries one emulated RTT, to ±25%, for at least 3 of 4
-    // regions; the connect phase crosses the WAN too (at least 3/4 of an RTT). Connect is not
-    // held to +25%: in one fresh-clone CI run of four, lhr read 267.7 ms of connect at RTT 156.6
-    // (iad 342.0 at 256.3) while every TTFB was within 7%. Four browsers start their navigations
-    // at one instant on two cores, and what they do then (new renderers) lands in the connect
-    // phase; the ±25% figure for connect is printed below.
+    // the connect phase and TTFB less the server's think time each carry one emulated RTT, to
+    // ±25%, for at least 3 of 4 regions. (Both once failed on two cores, when four browsers' CPU
+    // held the agents' packets: Chromium now runs niced below the agents, and the demo starts
+    // its loads once the machine has settled.)
     let within = |measured: f64, rtt: f64| (measured - rtt).abs() <= 0.25 * rtt;
-    let (mut waits, mut connects, mut connects_within) = (0, 0, 0);
+    let (mut waits, mut connects) = (0, 0);
     for (region, rtt, connect, request_to_first_byte, _) in &rows {
         let wait = request_to_first_byte - DOC_THINK_MS as f64;
         eprintln!(
@@ -167,18 +165,15 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
             if within(wait, *rtt) { "within 25%" } else { "outside 25%" },
         );
         waits += usize::from(within(wait, *rtt));
-        connects += usize::from(*connect >= 0.75 * rtt);
-        connects_within += usize::from(within(*connect, *rtt));
+        connects += usize::from(within(*connect, *rtt));
     }
-    eprintln!("connect within 25% of the RTT for {connects_within} of 4 regions");
     assert!(
         waits >= 3,
         "TTFB - server within 25% of the RTT for only {waits} of 4 regions: {rows:?}"
     );
     assert!(
         connects >= 3,
-        "connect below 3/4 of the RTT for {} of 4 regions: {rows:?}",
-        4 - connects
+        "connect within 25% of the RTT for only {connects} of 4 regions: {rows:?}"
     );
     assert_nothing_left(&dir);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -4,6 +4,7 @@
 //! agents' egress guard is pinned to it with `--connect-to`). It loads the page from every region
 //! at once and prints `vantage load`'s comparison; `--keep` leaves the fleet up.
 
+mod cpu;
 pub mod origin;
 mod procs;
 pub mod site;
@@ -240,6 +241,7 @@ async fn run(args: &DemoArgs, plan: &Plan, fleet: &mut Fleet) -> Result<(), CliE
     let failed = |e: anyhow::Error| CliError::Failed(e);
     let client = start(plan, fleet).await.map_err(failed)?;
     wait_ready(&client, plan, fleet).await?;
+    cpu::wait_settled().await;
     let load = LoadArgs {
         url: plan.url.clone(),
         from: plan.regions.join(","),
