@@ -197,16 +197,33 @@ fn a_sigint_in_the_middle_tears_everything_down() {
         }
     });
     let mut seen = Vec::new();
+    // `load ld_… queued`: the fleet is ready and the loads are submitted
+    let submitted = |l: &str| l.starts_with("load ") && l.ends_with(" queued");
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(180)) {
-        let ready = line.contains("fleet ready");
+        let done = submitted(&line);
         seen.push(line);
-        if ready {
+        if done {
             break;
         }
     }
     assert!(
-        seen.iter().any(|l| l.contains("fleet ready")),
-        "the demo never got ready: {seen:#?}"
+        seen.iter().any(|l| submitted(l)),
+        "the demo never submitted its loads: {seen:#?}"
+    );
+    // the browsers keep their sandbox, also when the demo runs as root (as in CI)
+    let tmp = dir.join("tmp").display().to_string();
+    let browsers: Vec<String> = processes_mentioning(&tmp)
+        .into_iter()
+        .filter(|p| p.contains("--user-data-dir"))
+        .collect();
+    assert!(!browsers.is_empty(), "no browser runs under {tmp}");
+    let unsandboxed: Vec<&String> = browsers
+        .iter()
+        .filter(|p| p.contains("--no-sandbox"))
+        .collect();
+    assert!(
+        unsandboxed.is_empty(),
+        "browsers run without their sandbox: {unsandboxed:#?}"
     );
     // the loads are under way now
     std::thread::sleep(Duration::from_millis(500));

@@ -32,6 +32,15 @@ use procs::Agent;
 pub use site::HOST as DEMO_HOST;
 /// How long the fleet may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Who the agents run Chromium as when the demo runs as root: a user every Debian and Ubuntu
+/// system has, which owns nothing (each browser's profile is handed to it and removed after).
+const CHROMIUM_USER_WHEN_ROOT: &str = "nobody";
+
+/// Whether this process runs as root (the owner of `/proc/self` is the effective user).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
 
 /// Flags of `vantage demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -377,6 +386,13 @@ async fn start(plan: &Plan, fleet: &mut Fleet) -> Result<Client> {
         for p in &pins {
             a.push("--connect-to".into());
             a.push(p.clone());
+        }
+        if running_as_root() {
+            // Chromium's sandbox cannot run as root: the agents start it as an unprivileged user
+            a.extend([
+                "--chromium-user".to_owned(),
+                CHROMIUM_USER_WHEN_ROOT.to_owned(),
+            ]);
         }
         let log = temp.join(format!("{name}.log"));
         fleet
