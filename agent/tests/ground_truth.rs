@@ -115,9 +115,13 @@ async fn check(origin: &Origin, guard: Option<Guard>) {
         "fp {fp:.1} fcp {fcp:.1} lcp {:.1} load {load:.1}",
         lcp.time_ms
     );
+    // The hero's load fires the load event, and the hero paints in a frame after it (measured
+    // with both cores busy compiling: 3 ms after, and ~200 ms with the browser niced below the
+    // compilers), so LCP is held to the load event plus a few frames, not to the event itself.
+    const PAINT_AFTER_LOAD_MS: f64 = 100.0;
     assert!(
-        fp <= fcp && fcp <= lcp.time_ms && lcp.time_ms <= load,
-        "fp {fp} fcp {fcp} lcp {} load {load}",
+        fp <= fcp && fcp <= lcp.time_ms && lcp.time_ms <= load + PAINT_AFTER_LOAD_MS,
+        "fp {fp} fcp {fcp} lcp {} load {load} (+{PAINT_AFTER_LOAD_MS} ms for the paint)",
         lcp.time_ms
     );
     let hero = truth
