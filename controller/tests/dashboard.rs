@@ -329,4 +329,23 @@ async fn cookie_requests_need_the_same_origin(fleet: &Fleet) {
         .await
         .unwrap();
     assert_eq!(login.status(), 403, "cross-origin login");
+    // a person who opens a report that is not there reads why, on a page
+    for (path, status, says) in [
+        ("/reports/999999", 404, "no report 999999"),
+        ("/reports/latest", 400, "report id `latest` is not a number"),
+        ("/loads/ld_nope/report", 404, "no load `ld_nope`"),
+    ] {
+        let r = fleet
+            .http
+            .get(fleet.url(path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("text/html"), "{path}: {kind}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains(says), "{path}: {page}");
+    }
 }

@@ -17,6 +17,7 @@ use axum::Router;
 use super::api::{given_token, same_origin, token_matches, AppState, TOKEN_COOKIE};
 use super::pages;
 use crate::report::html::{document, esc};
+use vantage_proto::api::ErrorBody;
 
 /// What the dashboard's pages may do: their own script and API calls, inline styles, `data:`
 /// images, forms to themselves; nothing else, and no framing.
@@ -35,6 +36,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/compare", get(history::compare))
         .route("/reports/{id}", get(pages::report))
         .route("/loads/{id}/report", get(pages::load_report))
+        .route_layer(axum::middleware::map_response(errors_as_pages))
         .route_layer(axum::middleware::from_fn_with_state(state, page_auth));
     Router::new()
         .route("/login", get(login_form).post(login))
@@ -63,6 +65,32 @@ pub(super) fn shell(title: &str, body: &str) -> Response {
         CSP,
         &format!("{nav}\n<h1>{}</h1>\n{body}", esc(title)),
     ))
+}
+
+/// A page's error (no such report, a bad id, a full disk) is a page too, with the API's status
+/// and message: a person who followed a stale link reads what happened, not a JSON body.
+async fn errors_as_pages(r: Response) -> Response {
+    let status = r.status();
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || !json {
+        return r;
+    }
+    // the API's error bodies are a code and one sentence
+    let body = axum::body::to_bytes(r.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<ErrorBody>(&body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| status.to_string());
+    let mut page = shell(
+        status.canonical_reason().unwrap_or("Error"),
+        &format!("<p class=\"bad\" id=\"error\">{}</p>", esc(&message)),
+    );
+    *page.status_mut() = status;
+    page
 }
 
 async fn script() -> Response {
