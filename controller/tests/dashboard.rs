@@ -329,6 +329,26 @@ async fn cookie_requests_need_the_same_origin(fleet: &Fleet) {
         .await
         .unwrap();
     assert_eq!(login.status(), 403, "cross-origin login");
+    // the cookie is Secure when the person came over HTTPS (here: through a TLS proxy's header)
+    let host = fleet.url("").replace("http://", "");
+    // the redirect to the fleet page is not followed: its answer has no cookie to read
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (proto, secure) in [("https", true), ("http", false)] {
+        let login = http
+            .post(fleet.url("/login"))
+            .header("origin", format!("http://{host}"))
+            .header("x-forwarded-proto", proto)
+            .body(format!("token={TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        let set = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set.contains("HttpOnly"), "{set}");
+        assert_eq!(set.contains("; Secure"), secure, "behind {proto}: {set}");
+    }
     // a person who opens a report that is not there reads why, on a page
     for (path, status, says) in [
         ("/reports/999999", 404, "no report 999999"),

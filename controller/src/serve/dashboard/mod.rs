@@ -142,8 +142,18 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         return (StatusCode::UNAUTHORIZED, pages::html_response(page)).into_response();
     }
     let value: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
-    let cookie = format!("{TOKEN_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict");
+    let secure = if over_https(&headers) { "; Secure" } else { "" };
+    let cookie = format!("{TOKEN_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}");
     with_cookie(Redirect::to("/fleet").into_response(), &cookie)
+}
+
+/// Whether the person reached the controller over HTTPS: the login form's own origin says so
+/// (the post is refused unless it is this controller's), as does a TLS proxy in front (Fly's
+/// sets `X-Forwarded-Proto`). The cookie then never travels in clear text.
+fn over_https(headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    value(header::ORIGIN.as_str()).is_some_and(|o| o.starts_with("https://"))
+        || value("x-forwarded-proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 
 async fn logout(headers: HeaderMap) -> Response {
