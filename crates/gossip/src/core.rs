@@ -85,6 +85,9 @@ pub(crate) struct Node {
     pub(crate) member: Member,
     pub(crate) tags_raw: Vec<u8>,
     pub(crate) changed: Instant,
+    /// The last claim to this name from another address that was refused, and its incarnation:
+    /// the same claim arriving again (it is gossiped and retransmitted) is not news.
+    pub(crate) refused: Option<(SocketAddr, u32)>,
 }
 
 enum Probe {
@@ -217,6 +220,7 @@ impl Gossip {
                 member: me.clone(),
                 tags_raw: tags_raw.clone(),
                 changed: now,
+                refused: None,
             },
         );
         g.events.push_back(Event::Joined(me));

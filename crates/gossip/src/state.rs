@@ -21,18 +21,24 @@ impl Gossip {
             tracing::debug!(node = %a.node, "alive message with malformed tags dropped");
             return;
         };
-        let (was, fresh, changed_meta, since) = match self.nodes.get(&a.node) {
+        let (was, fresh, changed_meta, since) = match self.nodes.get_mut(&a.node) {
             None => (State::Dead, true, false, now),
             // a member only moves with a strictly newer incarnation
             Some(n) if a.incarnation <= n.member.incarnation => return,
             // memberlist's name conflict: a live member keeps its address; only a dead or left
-            // one may come back somewhere else
+            // one may come back somewhere else. Said once per claim, not per retransmission.
             Some(n) if n.member.addr != a.addr && n.member.state.is_live() => {
-                self.events.push_back(Event::Conflict {
-                    name: a.node,
-                    addr: n.member.addr,
-                    claimed: a.addr,
-                });
+                let repeated = n
+                    .refused
+                    .is_some_and(|(addr, inc)| addr == a.addr && a.incarnation <= inc);
+                if !repeated {
+                    n.refused = Some((a.addr, a.incarnation));
+                    self.events.push_back(Event::Conflict {
+                        name: a.node,
+                        addr: n.member.addr,
+                        claimed: a.addr,
+                    });
+                }
                 return;
             }
             Some(n) => (
@@ -60,6 +66,7 @@ impl Gossip {
                 member: member.clone(),
                 tags_raw: a.tags.clone(),
                 changed,
+                refused: None,
             },
         );
         let node = a.node.clone();

@@ -73,6 +73,21 @@ fn a_live_members_address_is_not_taken_over_by_a_higher_incarnation() {
         !events.iter().any(|e| matches!(e, Event::Updated(_))),
         "{events:?}"
     );
+    // the same claim again (gossip retransmits it) is not news
+    push_pull(&mut impostor, &mut a, later);
+    let again = drain(&mut a);
+    assert!(
+        !again.iter().any(|e| matches!(e, Event::Conflict { .. })),
+        "a repeated claim was reported again: {again:?}"
+    );
+    // a newer claim is
+    impostor.set_tags(later, &Tags::new()).unwrap();
+    push_pull(&mut impostor, &mut a, later);
+    let newer = drain(&mut a);
+    assert!(
+        newer.iter().any(|e| matches!(e, Event::Conflict { .. })),
+        "a newer claim was not reported: {newer:?}"
+    );
 
     // once the real b has left, the name is free to come back from another address
     b.leave(later);
