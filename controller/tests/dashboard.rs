@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::Page;
 use common::reports::{artifacts, check_har_timings, chromium, validate_har, workspace};
-use common::{Fleet, TOKEN};
+use common::{schema, Fleet, TOKEN};
 use vantage::cli::table::median_run;
 use vantage_proto::api::LoadStatus;
 use vantage_tests::origin::Origin;
@@ -51,8 +51,11 @@ async fn cli_writes_har_html_and_json(fleet: &Fleet, page_url: &str, dir: &std::
         String::from_utf8_lossy(&out.stderr),
         fleet.log_dir().display()
     );
-    let status: LoadStatus = serde_json::from_slice(&out.stdout).expect("--json is a LoadStatus");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json is JSON");
+    schema::validate("load.schema.json", "vantage load --json", &printed);
+    let status: LoadStatus = serde_json::from_value(printed).expect("--json is a LoadStatus");
     assert_eq!(status.reports.len(), REGIONS.len());
+    api_answers_follow_the_schemas(fleet, &status).await;
 
     let har: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&har_path).unwrap()).unwrap();
@@ -105,6 +108,19 @@ async fn cli_writes_har_html_and_json(fleet: &Fleet, page_url: &str, dir: &std::
 
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("id=\"comparison\"") && html.contains("class=\"req"));
+}
+
+/// `GET /api/loads/{id}` and `GET /api/reports/{id}` follow the checked-in schemas too.
+async fn api_answers_follow_the_schemas(fleet: &Fleet, status: &LoadStatus) {
+    let load: serde_json::Value = fleet
+        .get(&format!("/api/loads/{}", status.id))
+        .await
+        .unwrap();
+    schema::validate("load.schema.json", "GET /api/loads/{id}", &load);
+    for r in &status.reports {
+        let report: serde_json::Value = fleet.get(&format!("/api/reports/{}", r.id)).await.unwrap();
+        schema::validate("report.schema.json", "GET /api/reports/{id}", &report);
+    }
 }
 
 /// Evaluates `js` in the page.

@@ -3,6 +3,8 @@
 //! the matrix RTT to the origin's region), and nothing is left behind after it exits,
 //! also when interrupted with SIGINT in the middle.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,8 +105,10 @@ fn the_demo_shows_distance_in_its_numbers_and_leaves_nothing_behind() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "vantage demo failed: {stderr}");
-    let s: LoadStatus =
+    let printed: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    common::schema::validate("load.schema.json", "vantage demo --json", &printed);
+    let s: LoadStatus = serde_json::from_value(printed).unwrap_or_else(|e| panic!("{e}: {stderr}"));
     assert_eq!(s.state, LoadState::Done, "{s:#?}");
     assert_eq!(s.reports.len(), 4, "{s:#?}");
     let m = Matrix::builtin();

@@ -1,7 +1,9 @@
 //! `cargo xtask test` and `cargo xtask demo`: install what they need on Debian if it is missing,
-//! then run the README's commands. See `cargo xtask help`.
+//! then run the README's commands; `cargo xtask schema` writes `docs/schema/`. See
+//! `cargo xtask help`.
 
 mod npm;
+mod schema;
 mod tools;
 
 use std::ffi::OsString;
@@ -29,6 +31,8 @@ commands:
                              target/npm, if missing (`test` does this too)
   demo [--dry-run] [ARGS...] install chromium and ca-certificates if missing, build the release
                              binaries, then run `target/release/vantage demo ARGS...`
+  schema                     write the JSON Schemas of `--json` (generated from vantage-proto's
+                             types) into docs/schema/
   help                       this text
 
 --dry-run prints what would be installed and run, and runs nothing (for demo only as the first
@@ -52,6 +56,7 @@ enum Task {
     Test { dry_run: bool },
     Npm { dry_run: bool },
     Demo { dry_run: bool, args: Vec<OsString> },
+    Schema,
 }
 
 /// A way for the task to end other than success: an exit code and what to say first.
@@ -112,6 +117,13 @@ fn parse(args: Vec<OsString>) -> Result<Task, String> {
             };
             Ok(Task::Npm { dry_run })
         }
+        Some("schema") => match args.next() {
+            None => Ok(Task::Schema),
+            Some(a) => Err(format!(
+                "unexpected argument to schema: {}",
+                a.to_string_lossy()
+            )),
+        },
         Some("demo") => {
             let mut args: Vec<OsString> = args.collect();
             let dry_run = args.first().is_some_and(|a| a == "--dry-run");
@@ -148,6 +160,7 @@ fn main() {
         Task::Test { dry_run } => test(dry_run),
         Task::Npm { dry_run } => ensure_npm(dry_run),
         Task::Demo { dry_run, args } => demo(dry_run, args),
+        Task::Schema => schema::write_all(root).map_err(|message| Exit::error(1, message)),
     };
     if let Err(exit) = result {
         if let Some(message) = exit.message {
@@ -467,6 +480,8 @@ mod tests {
             Ok(Task::Npm { dry_run: true })
         );
         assert!(parse(args(&["npm", "--force"])).is_err());
+        assert_eq!(parse(args(&["schema"])), Ok(Task::Schema));
+        assert!(parse(args(&["schema", "--check"])).is_err());
         assert!(parse(args(&["test", "--release"])).is_err());
         assert!(parse(args(&["bench"])).is_err());
         assert_eq!(

@@ -11,7 +11,7 @@ use crate::report::{har, html};
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OutputArgs {
     /// Print the load's status as JSON on stdout instead of the table, and no progress: the API's
-    /// `LoadStatus`, its reports versioned by their `schema` field.
+    /// `LoadStatus`, as the JSON Schema docs/schema/load.schema.json describes it.
     #[arg(long)]
     pub json: bool,
     /// Also write the load as HAR 1.2 (every region and run) to FILE.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod reports;
+pub mod schema;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

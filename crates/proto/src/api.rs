@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -18,7 +19,7 @@ pub const MAX_BODY: usize = 64 << 10;
 
 /// Where a load runs, as written: `sin`, `sin,ams,iad`, `all` or `nearest`, or a JSON list of
 /// region codes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(untagged)]
 pub enum FromSpec {
     Text(String),
@@ -80,7 +81,7 @@ impl FromSpec {
 }
 
 /// `POST /api/loads`: load `url` from one or more regions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadRequest {
     /// http or https URL, at most 8192 bytes.
@@ -97,6 +98,7 @@ pub struct LoadRequest {
     /// CSS pixels; default 1366×768.
     #[schema(value_type = Option<Object>)]
     pub viewport: Option<Viewport>,
+    /// Take a screenshot at the end of each run.
     #[serde(default)]
     pub screenshot: bool,
     /// Whole-job deadline per region, in milliseconds (1000 to 120000; default 60000).
@@ -141,7 +143,7 @@ pub struct LoadAccepted {
     pub location: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadState {
     Queued,
@@ -176,7 +178,7 @@ impl LoadState {
 }
 
 /// Why something failed, in a form a program can branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// No healthy agent could take it (and `strict`, or no agent at all).
@@ -193,14 +195,15 @@ pub enum FailureKind {
     Internal,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+/// What failed, as a kind to branch on and a sentence to show.
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
 }
 
 /// How one attempt at running a region's job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     /// A report came back.
@@ -218,41 +221,52 @@ pub enum AttemptOutcome {
 }
 
 /// One dispatch of a region's job to an agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Attempt {
     /// 1-based.
     pub number: u32,
+    /// The agent's member name.
     pub agent: String,
+    /// The agent's region.
     pub region: String,
+    /// Unix time in milliseconds when the job was sent.
     pub dispatched_unix_ms: u64,
+    /// Unix time in milliseconds when the attempt ended; null while it runs.
     pub ended_unix_ms: Option<u64>,
-    /// `None` while the attempt runs.
+    /// Null while the attempt runs.
     pub outcome: Option<AttemptOutcome>,
     /// What happened, in words (`the job stream was silent for 3 s`).
     pub detail: Option<String>,
 }
 
 /// One region of a load.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct TargetStatus {
     /// The region asked for (for `nearest`, the region chosen).
     pub region: String,
     pub state: LoadState,
+    /// Every dispatch, in order.
     pub attempts: Vec<Attempt>,
     /// Set when the load ran somewhere other than asked, and why.
     pub note: Option<String>,
+    /// The report's id (`GET /api/reports/{id}`), once there is one.
     pub report_id: Option<i64>,
+    /// Why the region failed, if it did.
     pub failure: Option<Failure>,
 }
 
-/// `GET /api/loads/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// `GET /api/loads/{id}`, and what `vantage load --json` and `vantage demo --json` print.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct LoadStatus {
     pub id: String,
     pub state: LoadState,
+    /// Unix time in milliseconds when the load was accepted.
     pub created_unix_ms: u64,
+    /// Unix time in milliseconds when it ended; null while it runs.
     pub finished_unix_ms: Option<u64>,
+    /// The request as accepted.
     pub request: LoadRequest,
+    /// One per region, in the order placed.
     pub targets: Vec<TargetStatus>,
     /// Set when the whole load failed (for example, no agent matched).
     pub failure: Option<Failure>,
@@ -262,14 +276,17 @@ pub struct LoadStatus {
 }
 
 /// A report as the controller keeps it: the agent's report plus where and how it ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct StoredReport {
+    /// The report's id (`GET /api/reports/{id}`).
     pub id: i64,
+    /// The load it belongs to.
     pub load_id: String,
     /// The region asked for.
     pub region: String,
     /// Where it ran.
     pub agent: String,
+    /// The region of the agent it ran on.
     pub agent_region: String,
     /// Every attempt, the successful one last.
     pub attempts: Vec<Attempt>,
@@ -278,6 +295,7 @@ pub struct StoredReport {
     /// The estimated network RTT between the controller and the agent (Vivaldi), in ms: the
     /// floor under the TTFB of a page served next to the controller.
     pub estimated_rtt_ms: Option<f64>,
+    /// The agent's report.
     #[schema(value_type = Object)]
     pub report: Report,
 }

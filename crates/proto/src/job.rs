@@ -1,5 +1,6 @@
 //! The page-load job an agent runs.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Most runs per job.
@@ -10,7 +11,7 @@ pub const MAX_TIMEOUT_MS: u32 = 120_000;
 pub const MAX_QUIET_MS: u32 = 10_000;
 
 /// Cold runs use a fresh browser context each; warm runs reuse the previous run's context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum View {
     Cold,
@@ -20,40 +21,49 @@ pub enum View {
 }
 
 /// CSS pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Viewport {
     pub width: u32,
     pub height: u32,
 }
 
 /// When a run is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "until", rename_all = "snake_case")]
 pub enum Wait {
     /// The `load` event.
     Load,
-    /// `load`, then no network activity for `quiet_ms` (capped at [`MAX_QUIET_MS`]), as
+    /// `load`, then no network activity for `quiet_ms` (at most 10000 ms, `MAX_QUIET_MS`), as
     /// WebPageTest and browsertime define it: activity is a request sent or response bytes
     /// received by the page's navigation. Requests left open do not count (a page may never read
     /// a body it fetched, and the browser then never finishes it; such requests are reported
     /// `unfinished`), nor do WebSocket frames and EventSource messages. The job's `timeout_ms` is
     /// the hard cap: a page still busy then ends its run there, not marked timed out (it did
     /// load), with the fact noted in the run's `omitted`.
-    LoadAndQuiet { quiet_ms: u32 },
+    LoadAndQuiet {
+        /// The quiet window in ms, 0 to 10000.
+        quiet_ms: u32,
+    },
 }
 
 /// A page-load job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobSpec {
+    /// The http or https URL to load.
     pub url: String,
-    /// 1 to [`MAX_RUNS`].
+    /// 1 to 9 (`MAX_RUNS`).
     pub runs: u8,
+    /// Cold, warm, or both per run.
     pub view: View,
+    /// 200 to 4096 CSS pixels each way.
     pub viewport: Viewport,
+    /// User-Agent override; null for the browser's own.
     pub user_agent: Option<String>,
     /// Whole-run deadline in milliseconds; a run past it yields a partial report marked timed out.
     pub timeout_ms: u32,
+    /// When a run is over.
     pub wait: Wait,
+    /// Take a screenshot of the viewport at the end of each run.
     pub screenshot: bool,
 }
 

@@ -6,6 +6,7 @@ pub mod api;
 mod job;
 pub mod netpolicy;
 mod report;
+pub mod schema;
 pub mod wire;
 
 pub use job::{
