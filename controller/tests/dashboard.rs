@@ -110,7 +110,8 @@ async fn cli_writes_har_html_and_json(fleet: &Fleet, page_url: &str, dir: &std::
     assert!(html.contains("id=\"comparison\"") && html.contains("class=\"req"));
 }
 
-/// `GET /api/loads/{id}` and `GET /api/reports/{id}` follow the checked-in schemas too.
+/// `GET /api/loads/{id}`, `GET /api/reports/{id}` and the CLI's other `--json` outputs follow
+/// the checked-in schemas too.
 async fn api_answers_follow_the_schemas(fleet: &Fleet, status: &LoadStatus) {
     let load: serde_json::Value = fleet
         .get(&format!("/api/loads/{}", status.id))
@@ -120,6 +121,33 @@ async fn api_answers_follow_the_schemas(fleet: &Fleet, status: &LoadStatus) {
     for r in &status.reports {
         let report: serde_json::Value = fleet.get(&format!("/api/reports/{}", r.id)).await.unwrap();
         schema::validate("report.schema.json", "GET /api/reports/{id}", &report);
+    }
+    for (args, file) in [
+        (
+            ["reports", "list", "--json"].as_slice(),
+            "report-list.schema.json",
+        ),
+        (
+            &[
+                "reports",
+                "show",
+                &status.reports[0].id.to_string(),
+                "--json",
+            ],
+            "report.schema.json",
+        ),
+        (&["members", "--json"], "members.schema.json"),
+        (&["regions", "--json"], "regions.schema.json"),
+    ] {
+        let out = fleet.cli(args);
+        assert!(out.status.success(), "vantage {args:?}: {out:?}");
+        let printed: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("--json is JSON");
+        assert!(
+            printed.as_array().is_none_or(|a| !a.is_empty()),
+            "{args:?}: {printed}"
+        );
+        schema::validate(file, &format!("vantage {}", args.join(" ")), &printed);
     }
 }
 

@@ -21,6 +21,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 struct Response {
     status: u16,
     headers: HashMap<String, String>,
+    /// Header names as sent, in order.
+    names: Vec<String>,
     body: Vec<u8>,
     /// From the request's last byte written to the response's first byte read.
     first_byte: Duration,
@@ -43,12 +45,17 @@ impl Response {
 
 /// Connects to `url` (`http://host:port/path`) and sends a GET with `Connection: close`.
 async fn send_get(url: &str) -> anyhow::Result<(TcpStream, Instant)> {
+    send("GET", url).await
+}
+
+/// Connects to `url` and sends a `method` request with `Connection: close`.
+async fn send(method: &str, url: &str) -> anyhow::Result<(TcpStream, Instant)> {
     let rest = url.strip_prefix("http://").context("not an http:// URL")?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut stream = TcpStream::connect(host)
         .await
         .with_context(|| format!("connecting to {host}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     Ok((stream, Instant::now()))
 }
@@ -59,6 +66,8 @@ struct Head {
     status: u16,
     /// Names in lower case.
     headers: HashMap<String, String>,
+    /// Names as sent, in order.
+    names: Vec<String>,
     /// Where the body starts in the bytes read.
     body_start: usize,
 }
@@ -77,24 +86,32 @@ fn parse_head(bytes: &[u8]) -> anyhow::Result<Option<Head>> {
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("bad status line {status_line:?}"))?;
     let mut headers = HashMap::new();
+    let mut names = Vec::new();
     for line in lines {
         let (name, value) = line
             .split_once(':')
             .with_context(|| format!("bad header line {line:?}"))?;
+        names.push(name.trim().to_owned());
         let old = headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
         ensure!(old.is_none(), "header {name} sent twice");
     }
     Ok(Some(Head {
         status,
         headers,
+        names,
         body_start: end + 4,
     }))
 }
 
 /// A whole GET: reads until the server closes the connection.
 async fn get(url: &str) -> anyhow::Result<Response> {
+    request("GET", url).await
+}
+
+/// A whole request: reads until the server closes the connection.
+async fn request(method: &str, url: &str) -> anyhow::Result<Response> {
     let fetch = async {
-        let (mut stream, sent) = send_get(url).await?;
+        let (mut stream, sent) = send(method, url).await?;
         let mut bytes = vec![0u8; 1];
         stream.read_exact(&mut bytes).await.context("no response")?;
         let first_byte = sent.elapsed();
@@ -103,14 +120,15 @@ async fn get(url: &str) -> anyhow::Result<Response> {
         anyhow::Ok(Response {
             status: head.status,
             headers: head.headers,
+            names: head.names,
             body: bytes.split_off(head.body_start),
             first_byte,
         })
     };
     tokio::time::timeout(IO_TIMEOUT, fetch)
         .await
-        .with_context(|| format!("GET {url} timed out"))?
-        .with_context(|| format!("GET {url}"))
+        .with_context(|| format!("{method} {url} timed out"))?
+        .with_context(|| format!("{method} {url}"))
 }
 
 #[tokio::test]
@@ -151,6 +169,24 @@ async fn origin_serves_the_truth() -> anyhow::Result<()> {
         if e.content_type == "image/png" {
             ensure!(r.body.starts_with(b"\x89PNG\r\n\x1a\n"), "{url}: not a PNG");
         }
+        // exactly these headers, no Date: the bytes on the wire are the body plus a known head
+        let mut want = vec![
+            "Cache-Control",
+            "Connection",
+            "Content-Length",
+            "Content-Type",
+        ];
+        if e.origin == Side::Cross {
+            want.push("Access-Control-Allow-Origin");
+        }
+        if e.path == truth.redirect_from {
+            want.push("Location");
+        }
+        want.sort_unstable();
+        let mut names = r.names.clone();
+        names.sort_unstable();
+        ensure!(names == want, "{url}: headers {:?}", r.names);
+        ensure!(r.header("connection") == Some("close"), "{url}: keep-alive");
         let acao = r.header("access-control-allow-origin");
         ensure!(
             (e.origin == Side::Cross) == (acao == Some("*")),
@@ -201,6 +237,17 @@ async fn bad_input_routes_behave() -> anyhow::Result<()> {
         slow.first_byte
     );
     ensure!(get(&origin.url("/slow")).await?.status == 400);
+
+    // HEAD: the document's head, its Content-Length, and no body; other methods are refused
+    let doc = origin.truth().requests[0].clone();
+    let head = request("HEAD", &origin.url(&doc.path)).await?;
+    ensure!(head.status == 200 && head.body.is_empty(), "{head:?}");
+    ensure!(head.content_length()? == doc.body_bytes);
+    let post = request("POST", &origin.url(&doc.path)).await?;
+    ensure!(
+        post.status == 405 && post.body == b"method not allowed\n",
+        "{post:?}"
+    );
 
     // /never: a complete head, a short body prefix, then silence with the connection open.
     let (mut stream, _) = send_get(&origin.url(NEVER_PATH)).await?;

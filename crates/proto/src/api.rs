@@ -301,17 +301,28 @@ pub struct StoredReport {
 }
 
 /// A row of `GET /api/reports`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ReportSummary {
+    /// The report's id (`GET /api/reports/{id}`).
     pub id: i64,
     pub load_id: String,
+    /// The URL loaded.
     pub url: String,
+    /// The region asked for.
     pub region: String,
+    /// Where it ran.
     pub agent: String,
+    /// Unix time in milliseconds when the job started.
     pub started_unix_ms: u64,
+    /// The median run's main-document HTTP status (the first run's when none loaded; 0 if none
+    /// arrived).
     pub status: u16,
+    /// The median run's TTFB, ms from navigation start to first response byte (its
+    /// `timing.response_start_ms`, not `timing.wait_ms`).
     pub ttfb_ms: Option<f64>,
+    /// The median run's `load` event, ms from navigation start.
     pub load_ms: Option<f64>,
+    /// Why it ran somewhere other than asked, if it did.
     pub note: Option<String>,
 }
 
@@ -378,31 +389,39 @@ impl LoadEvent {
 }
 
 /// A Vivaldi coordinate, as Serf shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct CoordinateInfo {
+    /// Euclidean part, in seconds (8 dimensions).
     pub vec: Vec<f64>,
+    /// Confidence in the coordinate: relative error, dimensionless (lower is better).
     pub error: f64,
+    /// Vivaldi's adjustment term, in seconds.
     pub adjustment: f64,
+    /// Height above the Euclidean space (the access link), in seconds.
     pub height: f64,
 }
 
 /// A row of `GET /api/members`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct MemberInfo {
+    /// The member's name.
     pub name: String,
     /// Overlay address and gossip port.
     pub addr: String,
     /// `alive`, `suspect`, `failed` or `left`.
     pub state: String,
+    /// Its gossip tags (`role`, `region`, `wg`, `ep`…).
     pub tags: BTreeMap<String, String>,
+    /// Its Vivaldi network coordinate, once known.
     pub coordinate: Option<CoordinateInfo>,
     /// Estimated RTT from the controller, in ms.
     pub rtt_ms: Option<f64>,
 }
 
 /// A row of `GET /api/regions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct RegionInfo {
+    /// The region code, like `sin`.
     pub region: String,
     /// Agents that can take a job now.
     pub healthy_agents: usize,

@@ -8,7 +8,7 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use crate::api::{LoadStatus, StoredReport};
+use crate::api::{LoadStatus, MemberInfo, RegionInfo, ReportSummary, StoredReport};
 use crate::SCHEMA_VERSION;
 
 /// One schema file under the workspace root.
@@ -24,7 +24,7 @@ pub struct SchemaFile {
 }
 
 /// Every schema file, each with what prints it.
-pub const FILES: [SchemaFile; 2] = [
+pub const FILES: [SchemaFile; 5] = [
     SchemaFile {
         path: "docs/schema/load.schema.json",
         name: "load",
@@ -36,6 +36,24 @@ pub const FILES: [SchemaFile; 2] = [
         name: "report",
         printed_by: "`vantage reports show --json` and `GET /api/reports/{id}`",
         generate: for_serialized::<StoredReport>,
+    },
+    SchemaFile {
+        path: "docs/schema/report-list.schema.json",
+        name: "report-list",
+        printed_by: "`vantage reports list --json` and `GET /api/reports`",
+        generate: for_serialized::<Vec<ReportSummary>>,
+    },
+    SchemaFile {
+        path: "docs/schema/members.schema.json",
+        name: "members",
+        printed_by: "`vantage members --json` and `GET /api/members`",
+        generate: for_serialized::<Vec<MemberInfo>>,
+    },
+    SchemaFile {
+        path: "docs/schema/regions.schema.json",
+        name: "regions",
+        printed_by: "`vantage regions --json` and `GET /api/regions`",
+        generate: for_serialized::<Vec<RegionInfo>>,
     },
 ];
 
@@ -51,7 +69,7 @@ impl SchemaFile {
             root.insert(
                 "title".into(),
                 format!(
-                    "Vantage {} (report schema {SCHEMA_VERSION}), as printed by {}",
+                    "Vantage {} (schema version {SCHEMA_VERSION}), as printed by {}",
                     self.name, self.printed_by
                 )
                 .into(),
@@ -92,7 +110,7 @@ mod tests {
         assert!(load["title"]
             .as_str()
             .unwrap()
-            .contains(&format!("schema {SCHEMA_VERSION}")));
+            .contains(&format!("schema version {SCHEMA_VERSION}")));
         let defs = &load["$defs"];
         let wait = defs["NavTiming"]["properties"]["wait_ms"]["description"]
             .as_str()
