@@ -6,7 +6,14 @@
 //!
 //! What it costs a report: the browser resolves nothing itself, so DNS time is part of the connect
 //! phase, the browser sees the guard as the remote address (the executor puts the real one back
-//! from [`Guard::outcomes_since`]), and HTTP/3 is not used.
+//! from its context's [`Lane`]), and HTTP/3 is not used.
+//!
+//! **Lanes.** Each job's browser context gets its own port on the guard ([`Guard::lane`], given to
+//! Chromium as the context's `proxyServer`), with the guard's rules and an outcome log of its own:
+//! a report is annotated with exactly its own context's connections, never with those of a job
+//! running next to it, however many connections that job makes. The browser-wide
+//! `--proxy-server` still names the guard's main port, so a context opened without a lane (a
+//! controller's, through the CDP gateway) is guarded all the same.
 //!
 //! **Pins** (`--connect-to HOST:PORT:TARGET_HOST:TARGET_PORT`, [`ConnectTo`]), as curl's
 //! `--connect-to` and WebPageTest's `setDns`: when the browser asks for exactly HOST:PORT (the host
@@ -29,9 +36,16 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
 
-/// Outcomes kept for the executor to explain failures with.
+/// Outcomes the guard keeps of every connection through it, lanes included, for audits.
 const LOG_LEN: usize = 1024;
+/// Outcomes a lane keeps: a context runs a cold and a warm view of up to the waterfall's 2000
+/// requests each, so only a page that connects again and again for the same requests loses any.
+const LANE_LOG_LEN: usize = 4096;
+/// How a lane's context reaches the guard for loopback too (Chromium bypasses a proxy for it
+/// unless told not to).
+pub const PROXY_BYPASS: &str = "<-loopback>";
 /// The longest the guard waits for a client's handshake, a name lookup or a connect.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connect attempt while other addresses remain to try: short enough that a dead first address
@@ -239,8 +253,77 @@ fn join_host_port(host: &str, port: u16) -> String {
 #[derive(Debug, Clone)]
 pub struct Guard {
     port: u16,
-    log: Arc<Mutex<VecDeque<Outcome>>>,
+    log: Arc<Log>,
     rules: Arc<Rules>,
+}
+
+/// One browser context's own port on the guard: the guard's rules, its own outcome log. Dropping
+/// it stops accepting; connections already made run on.
+#[derive(Debug)]
+pub struct Lane {
+    port: u16,
+    log: Arc<Log>,
+    accepting: AbortHandle,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl Lane {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The proxy a context goes through to use this lane (`Target.createBrowserContext`'s
+    /// `proxyServer`; its `proxyBypassList` is [`PROXY_BYPASS`]).
+    pub fn proxy_server(&self) -> String {
+        proxy_server(self.port)
+    }
+
+    /// Every connection asked for through this lane, oldest first.
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        self.log.since(None)
+    }
+}
+
+/// A bounded log of outcomes, oldest first.
+#[derive(Debug)]
+struct Log {
+    cap: usize,
+    entries: Mutex<VecDeque<Outcome>>,
+}
+
+impl Log {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn record(&self, o: Outcome) {
+        let mut log = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == self.cap {
+            log.pop_front();
+        }
+        log.push_back(o);
+    }
+
+    /// The outcomes asked for since `t` (all of them without one).
+    fn since(&self, t: Option<Instant>) -> Vec<Outcome> {
+        let log = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter()
+            .filter(|o| t.is_none_or(|t| o.at >= t))
+            .cloned()
+            .collect()
+    }
+}
+
+fn proxy_server(port: u16) -> String {
+    format!("socks5://127.0.0.1:{port}")
 }
 
 /// What the guard connects by.
@@ -275,27 +358,26 @@ impl Guard {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let guard = Self {
             port: listener.local_addr()?.port(),
-            log: Arc::default(),
+            log: Arc::new(Log::new(LOG_LEN)),
             rules: Arc::new(Rules { policy, pins, node }),
         };
-        let g = guard.clone();
-        tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((client, _)) => {
-                        let g = g.clone();
-                        tokio::spawn(async move { g.serve(client).await });
-                    }
-                    // out of descriptors, most likely: the browser's next try may well succeed,
-                    // but a guard that stopped accepting would fail every page from now on
-                    Err(e) => {
-                        tracing::warn!(error = %e, "egress guard cannot accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
+        // the main port serves for as long as the runtime: the browser-wide default proxy
+        drop(accept(listener, guard.clone(), None));
         Ok(guard)
+    }
+
+    /// A new port on 127.0.0.1 for one browser context, judged by the same rules, whose outcomes
+    /// go to its own log (and the guard's).
+    pub async fn lane(&self) -> std::io::Result<Lane> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let log = Arc::new(Log::new(LANE_LOG_LEN));
+        let accepting = accept(listener, self.clone(), Some(log.clone())).abort_handle();
+        Ok(Lane {
+            port,
+            log,
+            accepting,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -307,8 +389,8 @@ impl Guard {
     /// resolution of its own.
     pub fn chromium_flags(&self) -> Vec<String> {
         vec![
-            format!("--proxy-server=socks5://127.0.0.1:{}", self.port),
-            "--proxy-bypass-list=<-loopback>".into(),
+            format!("--proxy-server={}", proxy_server(self.port)),
+            format!("--proxy-bypass-list={PROXY_BYPASS}"),
             "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into(),
             // names are the guard's to resolve; this stops even DNS prefetching from leaking them
             // (the exclusion is the guard's own address, which Chromium must still reach)
@@ -327,21 +409,14 @@ impl Guard {
         "--host-resolver-rules",
     ];
 
-    /// Connections asked for since `t`, oldest first.
+    /// Connections asked for since `t`, oldest first, through the main port and every lane (a
+    /// report takes its own from its [`Lane`] instead).
     pub fn outcomes_since(&self, t: Instant) -> Vec<Outcome> {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().filter(|o| o.at >= t).cloned().collect()
+        self.log.since(Some(t))
     }
 
-    fn record(&self, o: Outcome) {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.len() == LOG_LEN {
-            log.pop_front();
-        }
-        log.push_back(o);
-    }
-
-    async fn serve(&self, mut client: TcpStream) {
+    /// Serves one client of the main port or of `lane`, recording the outcome in both logs.
+    async fn serve(&self, mut client: TcpStream, lane: Option<&Log>) {
         let _ = client.set_nodelay(true);
         let Ok(Ok((host, port))) = tokio::time::timeout(STEP_TIMEOUT, handshake(&mut client)).await
         else {
@@ -360,12 +435,16 @@ impl Guard {
             Err(Refusal::Unresolved(_)) => 4,
             Err(Refusal::Unreachable(_)) => 5,
         };
-        self.record(Outcome {
+        let outcome = Outcome {
             host,
             port,
             at,
             result: result.as_ref().map(|(ip, _)| *ip).map_err(Clone::clone),
-        });
+        };
+        if let Some(lane) = lane {
+            lane.record(outcome.clone());
+        }
+        self.log.record(outcome);
         // VER REP RSV ATYP=IPv4 0.0.0.0:0: Chromium does not use the bound address
         if client
             .write_all(&[5, reply, 0, 1, 0, 0, 0, 0, 0, 0])
@@ -380,6 +459,27 @@ impl Guard {
             Err(_) => {}
         }
     }
+}
+
+/// Serves every client `listener` accepts, for the guard's main port or for a lane, until the
+/// task is aborted (a lane dropped) or the runtime ends.
+fn accept(listener: TcpListener, guard: Guard, lane: Option<Arc<Log>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((client, _)) => {
+                    let (g, lane) = (guard.clone(), lane.clone());
+                    tokio::spawn(async move { g.serve(client, lane.as_deref()).await });
+                }
+                // out of descriptors, most likely: the browser's next try may well succeed,
+                // but a guard that stopped accepting would fail every page from now on
+                Err(e) => {
+                    tracing::warn!(error = %e, "egress guard cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
 }
 
 /// Copies both ways until both are done. Once one side has finished, the other gets
