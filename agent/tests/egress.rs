@@ -82,19 +82,35 @@ async fn load(cdp: &Cdp, guard: &Guard, url: &str) -> Report {
     run_job(cdp, &spec, &ctx, &PagePool::default(), &tx).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_browser_reaches_only_what_the_guard_allows() {
-    let port = site().await;
-    let guard = Guard::start(Policy {
+/// A guard that allows 127.0.0.1 only.
+async fn loopback_guard() -> Guard {
+    Guard::start(Policy {
         allow: vec!["127.0.0.1/32".parse().unwrap()],
     })
     .await
-    .unwrap();
-    let sup = common::ready(ChromiumConfig {
+    .unwrap()
+}
+
+/// A ready browser whose only way out is `guard`.
+async fn browser_behind(guard: &Guard) -> vantage_agent::chromium::Supervisor {
+    common::ready(ChromiumConfig {
         extra_args: guard.chromium_flags(),
         ..common::chromium()
     })
-    .await;
+    .await
+}
+
+/// A port on 127.0.0.1 that nothing listens on (free a moment ago).
+fn closed_port() -> u16 {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closed.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_reaches_only_what_the_guard_allows() {
+    let port = site().await;
+    let guard = loopback_guard().await;
+    let sup = browser_behind(&guard).await;
     let BrowserState::Ready { ws_url, .. } = sup.state() else {
         panic!("not ready")
     };
@@ -139,9 +155,7 @@ async fn the_browser_reaches_only_what_the_guard_allows() {
     let report = load(&cdp, &guard, "http://no-such-host.invalid/").await;
     let error = report.runs[0].error.clone().unwrap_or_default();
     assert!(error.contains("cannot resolve the host"), "{error}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed_port = closed_port();
     let report = load(&cdp, &guard, &format!("http://127.0.0.1:{closed_port}/")).await;
     let error = report.runs[0].error.clone().unwrap_or_default();
     assert!(
@@ -247,20 +261,10 @@ fn job(url: String, timeout_ms: u32) -> JobSpec {
 /// names the guard's reason for its refusal, B's has only its own allowed connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_jobs_each_see_only_their_own_guard_outcomes() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let refused_port = closed_port();
     let (port, mut held_asked, release) = TwoJobs::start(refused_port).await;
-    let guard = Guard::start(Policy {
-        allow: vec!["127.0.0.1/32".parse().unwrap()],
-    })
-    .await
-    .unwrap();
-    let sup = common::ready(ChromiumConfig {
-        extra_args: guard.chromium_flags(),
-        ..common::chromium()
-    })
-    .await;
+    let guard = loopback_guard().await;
+    let sup = browser_behind(&guard).await;
     let server = common::job_server_with(&sup, Some(guard.clone()), 2, 0, Box::new(|| {}));
 
     let since = Instant::now();
@@ -354,11 +358,7 @@ async fn socks_connect(proxy: u16, port: u16) -> u8 {
 /// A lane keeps its own outcomes (the guard sees them all), and stops accepting once dropped.
 #[tokio::test]
 async fn a_lane_logs_only_its_own_connections_and_closes_when_dropped() {
-    let guard = Guard::start(Policy {
-        allow: vec!["127.0.0.1/32".parse().unwrap()],
-    })
-    .await
-    .unwrap();
+    let guard = loopback_guard().await;
     let (one, two) = (guard.lane().await.unwrap(), guard.lane().await.unwrap());
     assert_ne!(one.port(), two.port());
     assert_eq!(
@@ -367,9 +367,7 @@ async fn a_lane_logs_only_its_own_connections_and_closes_when_dropped() {
     );
     let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let open_port = open.local_addr().unwrap().port();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed_port = closed_port();
     let since = Instant::now();
     assert_eq!(socks_connect(one.port(), open_port).await, 0, "allowed");
     assert_eq!(socks_connect(two.port(), closed_port).await, 5, "refused");
