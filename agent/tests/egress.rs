@@ -256,9 +256,10 @@ fn job(url: String, timeout_ms: u32) -> JobSpec {
     spec
 }
 
-/// Two jobs at once on the real job API, through one guard: A is refused a connection, then
-/// waits while B makes more connections than the guard's browser-wide log holds. A's report still
-/// names the guard's reason for its refusal, B's has only its own allowed connections.
+/// Two jobs at once on the real job API, through one guard: A (on the context opened ahead) is
+/// refused a connection, then waits while B makes more connections than the guard's browser-wide
+/// log holds. A's report still names the guard's reason for its refusal, B's has only its own
+/// allowed connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_jobs_each_see_only_their_own_guard_outcomes() {
     let refused_port = closed_port();
@@ -266,6 +267,13 @@ async fn concurrent_jobs_each_see_only_their_own_guard_outcomes() {
     let guard = loopback_guard().await;
     let sup = browser_behind(&guard).await;
     let server = common::job_server_with(&sup, Some(guard.clone()), 2, 0, Box::new(|| {}));
+    // A runs on the context opened ahead of it, which must have its lane too
+    server.keep_warm();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.has_spare() {
+        assert!(Instant::now() < deadline, "no context opened ahead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let since = Instant::now();
     let a = {
@@ -334,6 +342,11 @@ async fn concurrent_jobs_each_see_only_their_own_guard_outcomes() {
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.remote_ip.as_deref(), Some("127.0.0.1"), "{r:?}");
     }
+    assert_eq!(
+        server.spares_taken(),
+        1,
+        "job A ran on the context opened ahead"
+    );
     sup.stop().await;
 }
 
