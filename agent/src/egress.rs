@@ -6,7 +6,14 @@
 //!
 //! What it costs a report: the browser resolves nothing itself, so DNS time is part of the connect
 //! phase, the browser sees the guard as the remote address (the executor puts the real one back
-//! from [`Guard::outcomes_since`]), and HTTP/3 is not used.
+//! from its context's [`Lane`]), and HTTP/3 is not used.
+//!
+//! **Lanes.** Each job's browser context gets its own port on the guard ([`Guard::lane`], given to
+//! Chromium as the context's `proxyServer`), with the guard's rules and an outcome log of its own:
+//! a report is annotated with exactly its own context's connections, never with those of a job
+//! running next to it, however many connections that job makes. The browser-wide
+//! `--proxy-server` still names the guard's main port, so a context opened without a lane (a
+//! controller's, through the CDP gateway) is guarded all the same.
 //!
 //! **Pins** (`--connect-to HOST:PORT:TARGET_HOST:TARGET_PORT`, [`ConnectTo`]), as curl's
 //! `--connect-to` and WebPageTest's `setDns`: when the browser asks for exactly HOST:PORT (the host
@@ -23,15 +30,21 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
 
-/// Outcomes kept for the executor to explain failures with.
+/// Outcomes the guard keeps of every connection through it, lanes included, for audits.
 const LOG_LEN: usize = 1024;
+/// Outcomes a lane keeps: a context runs a cold and a warm view of up to the waterfall's 2000
+/// requests each, so only a page that connects again and again for the same requests loses any.
+const LANE_LOG_LEN: usize = 4096;
+/// How a lane's context reaches the guard for loopback too (Chromium bypasses a proxy for it
+/// unless told not to).
+pub const PROXY_BYPASS: &str = "<-loopback>";
 /// The longest the guard waits for a client's handshake, a name lookup or a connect.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connect attempt while other addresses remain to try: short enough that a dead first address
@@ -40,7 +53,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one direction of a spliced connection may go on after the other has finished.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
+pub use pins::{BadConnectTo, ConnectTo};
 pub use vantage_proto::netpolicy::{forbidden, BadNet, Net, Policy};
+
+mod pins;
 
 /// How one connection the browser asked for went.
 #[derive(Debug, Clone)]
@@ -89,158 +105,81 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// One `--connect-to HOST:PORT:TARGET_HOST:TARGET_PORT` pin: connections the browser asks for to
-/// `host:port` go to `target_host:target_port`, which the address policy does not judge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectTo {
-    /// Lower-case name, or an IP literal in its canonical form (no brackets).
-    pub host: String,
-    pub port: u16,
-    /// An IP literal (canonical, no brackets) or a name the guard resolves.
-    pub target_host: String,
-    pub target_port: u16,
-}
-
-/// Why a `--connect-to` entry was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BadConnectTo(String);
-
-impl ConnectTo {
-    /// The syntax, for messages.
-    pub const SYNTAX: &'static str = "HOST:PORT:TARGET_HOST:TARGET_PORT";
-    /// An example, for messages.
-    pub const EXAMPLE: &'static str = "demo.test:80:[fdbc::1]:8080";
-
-    /// Whether the browser's request for `host:port` is this pin's.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
-        port == self.port && canonical_host(host) == self.host
-    }
-
-    /// Parses the entries of `--connect-to` (empty ones, a trailing comma, skipped) and refuses
-    /// two pins of the same HOST:PORT.
-    pub fn parse_all<S: AsRef<str>>(entries: &[S]) -> Result<Vec<ConnectTo>, BadConnectTo> {
-        let mut pins: Vec<ConnectTo> = Vec::new();
-        for e in entries.iter().map(|e| e.as_ref().trim()) {
-            if e.is_empty() {
-                continue;
-            }
-            let pin: ConnectTo = e.parse()?;
-            if let Some(first) = pins.iter().find(|p| p.matches(&pin.host, pin.port)) {
-                return Err(BadConnectTo(format!(
-                    "`{e}` pins {} again (already pinned to {}); give each HOST:PORT once",
-                    pin.source(),
-                    first.target()
-                )));
-            }
-            pins.push(pin);
-        }
-        Ok(pins)
-    }
-
-    /// `HOST:PORT` as asked for, IPv6 in brackets.
-    pub fn source(&self) -> String {
-        join_host_port(&self.host, self.port)
-    }
-
-    /// `TARGET_HOST:TARGET_PORT`, IPv6 in brackets.
-    pub fn target(&self) -> String {
-        join_host_port(&self.target_host, self.target_port)
-    }
-}
-
-impl fmt::Display for ConnectTo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.source(), self.target())
-    }
-}
-
-impl FromStr for ConnectTo {
-    type Err = BadConnectTo;
-    fn from_str(s: &str) -> Result<Self, BadConnectTo> {
-        let shape = || {
-            BadConnectTo(format!(
-                "`{s}` is not {} (for example {})",
-                Self::SYNTAX,
-                Self::EXAMPLE
-            ))
-        };
-        let (host, rest) = take_host(s).ok_or_else(shape)?;
-        let (port, rest) = rest.split_once(':').ok_or_else(shape)?;
-        let (target_host, target_port) = take_host(rest).ok_or_else(shape)?;
-        if target_port.contains(':') {
-            return Err(shape());
-        }
-        let port_of = |what: &str, p: &str| -> Result<u16, BadConnectTo> {
-            match p.parse::<u16>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(BadConnectTo(format!(
-                    "`{s}`: {what} `{p}` is not a port; accepted is 1 to 65535"
-                ))),
-            }
-        };
-        Ok(Self {
-            port: port_of("PORT", port)?,
-            target_port: port_of("TARGET_PORT", target_port)?,
-            host: host_part(s, "HOST", host)?,
-            target_host: host_part(s, "TARGET_HOST", target_host)?,
-        })
-    }
-}
-
-/// Splits `[v6]:rest` or `name:rest` into the host (brackets kept) and what follows the colon.
-fn take_host(s: &str) -> Option<(&str, &str)> {
-    if s.starts_with('[') {
-        let end = s.find(']')?;
-        let rest = s[end + 1..].strip_prefix(':')?;
-        Some((&s[..=end], rest))
-    } else {
-        s.split_once(':')
-    }
-}
-
-/// Checks one host of a pin: an IPv6 literal in brackets, an IPv4 literal or a name.
-fn host_part(s: &str, what: &str, h: &str) -> Result<String, BadConnectTo> {
-    let bad = |why: &str| Err(BadConnectTo(format!("`{s}`: {what} `{h}` {why}")));
-    if let Some(inner) = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return match inner.parse::<Ipv6Addr>() {
-            Ok(ip) => Ok(ip.to_string()),
-            Err(_) => bad("is not an IPv6 address (only IPv6 goes in brackets)"),
-        };
-    }
-    if let Ok(ip) = h.parse::<Ipv4Addr>() {
-        return Ok(ip.to_string());
-    }
-    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
-    if h.is_empty() || !h.chars().all(name_char) {
-        return bad("is not a host name or an IP address");
-    }
-    Ok(h.to_ascii_lowercase())
-}
-
-/// The form pins keep a host in: IP literals canonical, names in lower case.
-fn canonical_host(h: &str) -> String {
-    let bare = h.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-    match bare.unwrap_or(h).parse::<IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => h.to_ascii_lowercase(),
-    }
-}
-
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// The running guard: a SOCKS5 proxy on 127.0.0.1 for the agent's browser.
 #[derive(Debug, Clone)]
 pub struct Guard {
     port: u16,
-    log: Arc<Mutex<VecDeque<Outcome>>>,
+    log: Arc<Log>,
     rules: Arc<Rules>,
+}
+
+/// One browser context's own port on the guard: the guard's rules, its own outcome log. Dropping
+/// it stops accepting; connections already made run on.
+#[derive(Debug)]
+pub struct Lane {
+    port: u16,
+    log: Arc<Log>,
+    accepting: AbortHandle,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl Lane {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The proxy a context goes through to use this lane (`Target.createBrowserContext`'s
+    /// `proxyServer`; its `proxyBypassList` is [`PROXY_BYPASS`]).
+    pub fn proxy_server(&self) -> String {
+        proxy_server(self.port)
+    }
+
+    /// Every connection asked for through this lane, oldest first.
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        self.log.since(None)
+    }
+}
+
+/// A bounded log of outcomes, oldest first.
+#[derive(Debug)]
+struct Log {
+    cap: usize,
+    entries: Mutex<VecDeque<Outcome>>,
+}
+
+impl Log {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn record(&self, o: Outcome) {
+        let mut log = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == self.cap {
+            log.pop_front();
+        }
+        log.push_back(o);
+    }
+
+    /// The outcomes asked for since `t` (all of them without one).
+    fn since(&self, t: Option<Instant>) -> Vec<Outcome> {
+        let log = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter()
+            .filter(|o| t.is_none_or(|t| o.at >= t))
+            .cloned()
+            .collect()
+    }
+}
+
+fn proxy_server(port: u16) -> String {
+    format!("socks5://127.0.0.1:{port}")
 }
 
 /// What the guard connects by.
@@ -275,27 +214,26 @@ impl Guard {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let guard = Self {
             port: listener.local_addr()?.port(),
-            log: Arc::default(),
+            log: Arc::new(Log::new(LOG_LEN)),
             rules: Arc::new(Rules { policy, pins, node }),
         };
-        let g = guard.clone();
-        tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((client, _)) => {
-                        let g = g.clone();
-                        tokio::spawn(async move { g.serve(client).await });
-                    }
-                    // out of descriptors, most likely: the browser's next try may well succeed,
-                    // but a guard that stopped accepting would fail every page from now on
-                    Err(e) => {
-                        tracing::warn!(error = %e, "egress guard cannot accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
+        // the main port serves for as long as the runtime: the browser-wide default proxy
+        drop(accept(listener, guard.clone(), None));
         Ok(guard)
+    }
+
+    /// A new port on 127.0.0.1 for one browser context, judged by the same rules, whose outcomes
+    /// go to its own log (and the guard's).
+    pub async fn lane(&self) -> std::io::Result<Lane> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let log = Arc::new(Log::new(LANE_LOG_LEN));
+        let accepting = accept(listener, self.clone(), Some(log.clone())).abort_handle();
+        Ok(Lane {
+            port,
+            log,
+            accepting,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -307,8 +245,8 @@ impl Guard {
     /// resolution of its own.
     pub fn chromium_flags(&self) -> Vec<String> {
         vec![
-            format!("--proxy-server=socks5://127.0.0.1:{}", self.port),
-            "--proxy-bypass-list=<-loopback>".into(),
+            format!("--proxy-server={}", proxy_server(self.port)),
+            format!("--proxy-bypass-list={PROXY_BYPASS}"),
             "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into(),
             // names are the guard's to resolve; this stops even DNS prefetching from leaking them
             // (the exclusion is the guard's own address, which Chromium must still reach)
@@ -327,21 +265,14 @@ impl Guard {
         "--host-resolver-rules",
     ];
 
-    /// Connections asked for since `t`, oldest first.
+    /// Connections asked for since `t`, oldest first, through the main port and every lane (a
+    /// report takes its own from its [`Lane`] instead).
     pub fn outcomes_since(&self, t: Instant) -> Vec<Outcome> {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().filter(|o| o.at >= t).cloned().collect()
+        self.log.since(Some(t))
     }
 
-    fn record(&self, o: Outcome) {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.len() == LOG_LEN {
-            log.pop_front();
-        }
-        log.push_back(o);
-    }
-
-    async fn serve(&self, mut client: TcpStream) {
+    /// Serves one client of the main port or of `lane`, recording the outcome in both logs.
+    async fn serve(&self, mut client: TcpStream, lane: Option<&Log>) {
         let _ = client.set_nodelay(true);
         let Ok(Ok((host, port))) = tokio::time::timeout(STEP_TIMEOUT, handshake(&mut client)).await
         else {
@@ -360,12 +291,16 @@ impl Guard {
             Err(Refusal::Unresolved(_)) => 4,
             Err(Refusal::Unreachable(_)) => 5,
         };
-        self.record(Outcome {
+        let outcome = Outcome {
             host,
             port,
             at,
             result: result.as_ref().map(|(ip, _)| *ip).map_err(Clone::clone),
-        });
+        };
+        if let Some(lane) = lane {
+            lane.record(outcome.clone());
+        }
+        self.log.record(outcome);
         // VER REP RSV ATYP=IPv4 0.0.0.0:0: Chromium does not use the bound address
         if client
             .write_all(&[5, reply, 0, 1, 0, 0, 0, 0, 0, 0])
@@ -380,6 +315,27 @@ impl Guard {
             Err(_) => {}
         }
     }
+}
+
+/// Serves every client `listener` accepts, for the guard's main port or for a lane, until the
+/// task is aborted (a lane dropped) or the runtime ends.
+fn accept(listener: TcpListener, guard: Guard, lane: Option<Arc<Log>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((client, _)) => {
+                    let (g, lane) = (guard.clone(), lane.clone());
+                    tokio::spawn(async move { g.serve(client, lane.as_deref()).await });
+                }
+                // out of descriptors, most likely: the browser's next try may well succeed,
+                // but a guard that stopped accepting would fail every page from now on
+                Err(e) => {
+                    tracing::warn!(error = %e, "egress guard cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
 }
 
 /// Copies both ways until both are done. Once one side has finished, the other gets
@@ -590,100 +546,4 @@ async fn connect(host: &str, port: u16, policy: &Policy) -> Result<(IpAddr, Upst
         (None, Some(r)) => r,
         (None, None) => Refusal::Unresolved(format!("{host} has no addresses")),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pin(s: &str) -> ConnectTo {
-        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
-    fn err(s: &str) -> String {
-        match s.parse::<ConnectTo>() {
-            Ok(p) => panic!("{s} was accepted as {p:?}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn connect_to_accepts_names_ipv4_and_bracketed_ipv6() {
-        let p = pin("Demo.Test:80:[FDBC::0001]:8080");
-        assert_eq!(
-            p,
-            ConnectTo {
-                host: "demo.test".into(),
-                port: 80,
-                target_host: "fdbc::1".into(),
-                target_port: 8080,
-            }
-        );
-        assert_eq!(p.to_string(), "demo.test:80:[fdbc::1]:8080");
-        let p = pin("pinned.test:443:127.0.0.1:8443");
-        assert_eq!((p.target_host.as_str(), p.target_port), ("127.0.0.1", 8443));
-        let p = pin("[2001:db8::1]:443:origin.internal:443");
-        assert_eq!(p.host, "2001:db8::1");
-        assert_eq!(p.target_host, "origin.internal");
-        assert_eq!(p.source(), "[2001:db8::1]:443");
-    }
-
-    #[test]
-    fn connect_to_matches_host_case_insensitively_and_the_port_exactly() {
-        let p = pin("pinned.test:80:127.0.0.1:1");
-        assert!(p.matches("pinned.test", 80));
-        assert!(p.matches("PINNED.Test", 80));
-        assert!(!p.matches("pinned.test", 81));
-        assert!(!p.matches("other.test", 80));
-        assert!(!p.matches("127.0.0.1", 80));
-        let p = pin("[2001:db8::1]:80:127.0.0.1:1");
-        assert!(p.matches("2001:db8:0::1", 80));
-        assert!(p.matches("[2001:db8::1]", 80));
-    }
-
-    #[test]
-    fn connect_to_refuses_bad_forms_with_the_syntax() {
-        let shape = "`x` is not HOST:PORT:TARGET_HOST:TARGET_PORT (for example demo.test:80:[fdbc::1]:8080)";
-        assert_eq!(err("x"), shape);
-        for bad in [
-            "a:80",
-            "a:80:b",
-            "a:80:b:1:2",
-            // IPv6 targets go in brackets
-            "a:80:fdbc::1:8080",
-            "a:80:[fdbc::1:8080",
-            "a:80:[fdbc::1]8080",
-        ] {
-            assert!(
-                err(bad).contains("is not HOST:PORT:TARGET_HOST:TARGET_PORT"),
-                "{bad}: {}",
-                err(bad)
-            );
-        }
-        assert_eq!(
-            err("a:0:b:1"),
-            "`a:0:b:1`: PORT `0` is not a port; accepted is 1 to 65535"
-        );
-        assert!(err("a:http:b:1").contains("PORT `http` is not a port"));
-        assert!(err("a:80:b:65536").contains("TARGET_PORT `65536` is not a port"));
-        assert!(err("a:80:b:").contains("TARGET_PORT `` is not a port"));
-        assert!(err("a:80:[1.2.3.4]:1").contains("TARGET_HOST `[1.2.3.4]` is not an IPv6 address"));
-        assert!(err(":80:b:1").contains("HOST `` is not a host name"));
-        assert!(err("a:80:b/c:1").contains("TARGET_HOST `b/c` is not a host name"));
-    }
-
-    #[test]
-    fn connect_to_refuses_the_same_host_and_port_twice() {
-        let all =
-            ConnectTo::parse_all(&["a.test:80:127.0.0.1:1", "", "a.test:81:127.0.0.1:2"]).unwrap();
-        assert_eq!(all.len(), 2);
-        let e = ConnectTo::parse_all(&["a.test:80:127.0.0.1:1", "A.TEST:80:[::1]:2"])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "`A.TEST:80:[::1]:2` pins a.test:80 again (already pinned to 127.0.0.1:1); give each HOST:PORT once"
-        );
-        assert!(ConnectTo::parse_all(&["a.test:80:127.0.0.1:1", "x"]).is_err());
-    }
 }

@@ -12,6 +12,7 @@ use vantage_proto::{JobSpec, Report, Run, RunView, Summary, View, SCHEMA_VERSION
 
 use crate::capture::{self, COLLECT_JS};
 use crate::cdp::Cdp;
+use crate::egress::Guard;
 use crate::load::{End, Watch};
 use crate::page::{self, PageCtx, PagePool};
 
@@ -22,7 +23,7 @@ pub struct RunContext {
     pub node: String,
     pub browser_version: String,
     /// The egress guard the browser goes through, if it is on.
-    pub guard: Option<crate::egress::Guard>,
+    pub guard: Option<Guard>,
 }
 
 /// Progress events are the wire's own, so the job server streams them as they are.
@@ -69,19 +70,18 @@ pub async fn run_job_at(
             View::Warm | View::Both => &[RunView::Cold, RunView::Warm],
         };
         let mut page: Option<PageCtx> = None;
-        let mut page_since = Instant::now();
         for &view in views {
             let _ = progress.send(Progress::RunStarted { index, view });
-            // a warm run reuses the cold run's connections, which the guard saw then
-            if view == RunView::Cold {
-                page_since = Instant::now();
-            }
             let mut begin = Begin {
                 at: start_at.take(),
                 unix_ms: unix_ms(),
             };
             let synchronized = begin.at.is_some();
-            let result = run_once(cdp, spec, pool, &mut page, index, view, &mut begin).await;
+            let contexts = Contexts {
+                pool,
+                guard: ctx.guard.as_ref(),
+            };
+            let result = run_once(cdp, spec, contexts, &mut page, index, view, &mut begin).await;
             if synchronized {
                 started_unix_ms = begin.unix_ms;
             }
@@ -101,8 +101,9 @@ pub async fn run_job_at(
                     ..Run::default()
                 },
             };
-            if let Some(g) = &ctx.guard {
-                crate::egress::annotate(&mut run, &g.outcomes_since(page_since));
+            // the context's own lane: a warm run's connections were made in its cold run
+            if let Some(outcomes) = page.as_ref().and_then(PageCtx::outcomes) {
+                crate::egress::annotate(&mut run, &outcomes);
             }
             let _ = progress.send(Progress::RunFinished {
                 index,
@@ -133,6 +134,14 @@ pub async fn run_job_at(
     }
 }
 
+/// Where a cold run's context comes from: the pool's spare or a new one, through a lane of the
+/// guard if it is on.
+#[derive(Clone, Copy)]
+struct Contexts<'a> {
+    pool: &'a PagePool,
+    guard: Option<&'a Guard>,
+}
+
 /// When a run begins: held until `at` if given, and the wall-clock time it did begin.
 struct Begin {
     at: Option<u64>,
@@ -156,7 +165,7 @@ async fn wait_until(at_unix_ms: u64) {
 async fn run_once(
     cdp: &Cdp,
     spec: &JobSpec,
-    pool: &PagePool,
+    contexts: Contexts<'_>,
     page: &mut Option<PageCtx>,
     index: u8,
     view: RunView,
@@ -168,7 +177,7 @@ async fn run_once(
         if let Some(old) = page.take() {
             old.close().await;
         }
-        *page = Some(open_context(cdp, spec, pool, deadline).await?);
+        *page = Some(open_context(cdp, spec, contexts, deadline).await?);
     }
     let p = page
         .as_mut()
@@ -223,14 +232,14 @@ async fn run_once(
 async fn open_context(
     cdp: &Cdp,
     spec: &JobSpec,
-    pool: &PagePool,
+    contexts: Contexts<'_>,
     deadline: Instant,
 ) -> Result<PageCtx> {
     tokio::time::timeout_at(deadline.into(), async {
         // a spare that failed to open (its browser went away) is not worth a failed run
-        let p = match pool.take(cdp).await {
+        let p = match contexts.pool.take(cdp, contexts.guard).await {
             Ok(Ok(p)) => p,
-            _ => page::open(cdp)
+            _ => page::open(cdp, contexts.guard)
                 .await
                 .map_err(|e| anyhow!("opening a browser context failed: {e}"))??,
         };

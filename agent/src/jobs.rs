@@ -91,7 +91,7 @@ impl JobServer {
                 if ready {
                     let Some(me) = me.upgrade() else { return };
                     if let Ok(cdp) = me.browser.cdp(BROWSER_WAIT).await {
-                        me.pool.refill(&cdp);
+                        me.pool.refill(&cdp, me.ctx.guard.as_ref());
                     }
                 }
                 if state.changed().await.is_err() {
@@ -269,7 +269,7 @@ impl JobServer {
         // timings a renderer starting up next to it would disturb
         let alone = self.running.available_permits() + 1 == self.capacity;
         if alone && !cdp.is_closed() && matches!(sup.state(), BrowserState::Ready { .. }) {
-            self.pool.refill(&cdp);
+            self.pool.refill(&cdp, self.ctx.guard.as_ref());
         }
         drop(permit);
         // encoding a report with screenshots takes a while: off the runtime, so the writer keeps

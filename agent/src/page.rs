@@ -1,7 +1,8 @@
 //! Browser contexts for runs: a fresh context with one attached page per cold run, and a pool
 //! that opens the next one ahead of need. Opening costs Chromium a renderer process and the
 //! domain enables wait for it (about 350 ms here), which would otherwise sit on every job's
-//! critical path.
+//! critical path. With the egress guard on, each context goes through its own [`Lane`], opened
+//! with it and closed with it, so the guard's outcomes of a run are exactly its context's.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use vantage_proto::JobSpec;
 
 use crate::capture::OBSERVER_JS;
 use crate::cdp::{Cdp, Events};
+use crate::egress::{self, Guard, Lane, Outcome};
 
 /// A browser context with one page attached. Dropped without [`PageCtx::close`] (a cancelled
 /// job, a spare nobody took), it still disposes of the context, so nothing leaks a tab.
@@ -24,6 +26,8 @@ pub(crate) struct PageCtx {
     /// Loaders of the navigations run on this page so far: their late events are not the next
     /// run's.
     pub(crate) stale: HashSet<String>,
+    /// The context's own port on the egress guard, if the guard is on.
+    lane: Option<Lane>,
     closed: bool,
 }
 
@@ -51,14 +55,25 @@ impl Drop for PageCtx {
 
 impl PageCtx {
     /// A new context and page with everything a run captures switched on, but nothing of any
-    /// job's own settings: those come with [`PageCtx::configure`].
-    async fn open(cdp: &Cdp) -> Result<Self> {
+    /// job's own settings: those come with [`PageCtx::configure`]. With a `guard`, the context
+    /// gets a lane of its own as its proxy (this is the agent's own CDP connection, which the
+    /// gateway's refusal of `proxyServer` does not apply to).
+    async fn open(cdp: &Cdp, guard: Option<&Guard>) -> Result<Self> {
+        let lane = match guard {
+            Some(g) => Some(
+                g.lane()
+                    .await
+                    .map_err(|e| anyhow!("cannot open a lane on the egress guard: {e}"))?,
+            ),
+            None => None,
+        };
+        let mut params = json!({ "disposeOnDetach": true });
+        if let Some(l) = &lane {
+            params["proxyServer"] = json!(l.proxy_server());
+            params["proxyBypassList"] = json!(egress::PROXY_BYPASS);
+        }
         let context = cdp
-            .call(
-                None,
-                "Target.createBrowserContext",
-                json!({ "disposeOnDetach": true }),
-            )
+            .call(None, "Target.createBrowserContext", params)
             .await?;
         let context = context["browserContextId"]
             .as_str()
@@ -71,6 +86,7 @@ impl PageCtx {
             session: String::new(),
             events: Events::none(),
             stale: HashSet::new(),
+            lane,
             closed: false,
         };
         let target = cdp
@@ -163,6 +179,12 @@ impl PageCtx {
         }
     }
 
+    /// The guard's outcomes of the connections this context asked for, oldest first; `None`
+    /// without the guard.
+    pub(crate) fn outcomes(&self) -> Option<Vec<Outcome>> {
+        self.lane.as_ref().map(Lane::outcomes)
+    }
+
     pub(crate) async fn close(mut self) {
         self.closed = true;
         self.cdp.unsubscribe(&self.session);
@@ -181,17 +203,30 @@ impl PageCtx {
 /// the context: the open completes and its result, dropped, disposes of it.
 pub(crate) type Opening = JoinHandle<Result<PageCtx>>;
 
-/// Starts opening a context on `cdp`.
-pub(crate) fn open(cdp: &Cdp) -> Opening {
-    let cdp = cdp.clone();
-    tokio::spawn(async move { PageCtx::open(&cdp).await })
+/// Starts opening a context on `cdp`, through a lane of `guard` if there is one.
+pub(crate) fn open(cdp: &Cdp, guard: Option<&Guard>) -> Opening {
+    let (cdp, guard) = (cdp.clone(), guard.cloned());
+    tokio::spawn(async move { PageCtx::open(&cdp, guard.as_ref()).await })
+}
+
+/// A context opened ahead: on which connection, through which guard (by its port).
+struct Spare {
+    cdp: Cdp,
+    guard: Option<u16>,
+    opening: Opening,
+}
+
+impl Spare {
+    fn fits(&self, cdp: &Cdp, guard: Option<&Guard>) -> bool {
+        self.cdp.same_connection(cdp) && self.guard == guard.map(Guard::port)
+    }
 }
 
 /// At most one context opened ahead, for the next cold run on this agent. An unused context has
 /// an empty cache and no cookies, so taking it is the same as opening one: only sooner.
 #[derive(Default)]
 pub struct PagePool {
-    spare: Mutex<Option<(Cdp, Opening)>>,
+    spare: Mutex<Option<Spare>>,
     taken: std::sync::atomic::AtomicU64,
 }
 
@@ -204,26 +239,31 @@ impl std::fmt::Debug for PagePool {
 }
 
 impl PagePool {
-    /// Starts opening a spare on `cdp` unless one is there (or on its way) for that connection.
-    pub fn refill(&self, cdp: &Cdp) {
+    /// Starts opening a spare on `cdp` (through a lane of `guard`) unless one is there (or on
+    /// its way) for that connection and guard.
+    pub fn refill(&self, cdp: &Cdp, guard: Option<&Guard>) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(&*spare, Some((c, _)) if c.same_connection(cdp)) {
+        if spare.as_ref().is_some_and(|s| s.fits(cdp, guard)) {
             return;
         }
         // a spare on an older connection is dropped; its context went with that browser
-        *spare = Some((cdp.clone(), open(cdp)));
+        *spare = Some(Spare {
+            cdp: cdp.clone(),
+            guard: guard.map(Guard::port),
+            opening: open(cdp, guard),
+        });
     }
 
-    /// The spare, if one was opened on `cdp`; otherwise a fresh opening.
-    pub(crate) fn take(&self, cdp: &Cdp) -> Opening {
+    /// The spare, if one was opened on `cdp` through `guard`; otherwise a fresh opening.
+    pub(crate) fn take(&self, cdp: &Cdp, guard: Option<&Guard>) -> Opening {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         match spare {
-            Some((c, opening)) if c.same_connection(cdp) => {
+            Some(s) if s.fits(cdp, guard) => {
                 self.taken
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                opening
+                s.opening
             }
-            _ => open(cdp),
+            _ => open(cdp, guard),
         }
     }
 

@@ -2,17 +2,24 @@
 //! loopback address outside the allowed one, the cloud metadata address and a navigation to a
 //! loopback IP literal are all refused where the connection is made, with the guard's reason in the
 //! report; unresolvable and refusing hosts are named as such, not as proxy failures. The site
-//! listens on every address, so anything that got past the guard would load.
+//! listens on every address, so anything that got past the guard would load. Two jobs at once
+//! each get their own outcomes (every context has its own lane on the guard).
 
 mod common;
 
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use vantage_agent::cdp::Cdp;
 use vantage_agent::chromium::{BrowserState, ChromiumConfig};
 use vantage_agent::egress::{Guard, Policy};
 use vantage_agent::executor::{run_job, RunContext};
 use vantage_agent::page::PagePool;
+use vantage_proto::wire::JobEvent;
 use vantage_proto::{JobSpec, Report, Wait};
 
 /// Serves a page whose images point at `127.0.0.2` and the metadata address, and a one-pixel
@@ -75,19 +82,35 @@ async fn load(cdp: &Cdp, guard: &Guard, url: &str) -> Report {
     run_job(cdp, &spec, &ctx, &PagePool::default(), &tx).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_browser_reaches_only_what_the_guard_allows() {
-    let port = site().await;
-    let guard = Guard::start(Policy {
+/// A guard that allows 127.0.0.1 only.
+async fn loopback_guard() -> Guard {
+    Guard::start(Policy {
         allow: vec!["127.0.0.1/32".parse().unwrap()],
     })
     .await
-    .unwrap();
-    let sup = common::ready(ChromiumConfig {
+    .unwrap()
+}
+
+/// A ready browser whose only way out is `guard`.
+async fn browser_behind(guard: &Guard) -> vantage_agent::chromium::Supervisor {
+    common::ready(ChromiumConfig {
         extra_args: guard.chromium_flags(),
         ..common::chromium()
     })
-    .await;
+    .await
+}
+
+/// A port on 127.0.0.1 that nothing listens on (free a moment ago).
+fn closed_port() -> u16 {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closed.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_reaches_only_what_the_guard_allows() {
+    let port = site().await;
+    let guard = loopback_guard().await;
+    let sup = browser_behind(&guard).await;
     let BrowserState::Ready { ws_url, .. } = sup.state() else {
         panic!("not ready")
     };
@@ -132,9 +155,7 @@ async fn the_browser_reaches_only_what_the_guard_allows() {
     let report = load(&cdp, &guard, "http://no-such-host.invalid/").await;
     let error = report.runs[0].error.clone().unwrap_or_default();
     assert!(error.contains("cannot resolve the host"), "{error}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed_port = closed_port();
     let report = load(&cdp, &guard, &format!("http://127.0.0.1:{closed_port}/")).await;
     let error = report.runs[0].error.clone().unwrap_or_default();
     assert!(
@@ -142,4 +163,251 @@ async fn the_browser_reaches_only_what_the_guard_allows() {
         "{error}"
     );
     sup.stop().await;
+}
+
+/// Images on job B's page, each fetched on a connection of its own: more than the guard's
+/// browser-wide log keeps (1024), so a log shared by jobs would lose job A's refusal before A's
+/// report is written.
+const FLOOD: usize = 1200;
+
+/// The origin of the two concurrent jobs. `/a` (job A) shows an image from a port nothing
+/// listens on, which the guard cannot connect to, and one held until [`release`] is sent;
+/// `/b` (job B) shows [`FLOOD`] images. Every answer closes its connection.
+#[derive(Clone)]
+struct TwoJobs {
+    refused_port: u16,
+    held_asked: watch::Sender<bool>,
+    release: watch::Receiver<bool>,
+}
+
+impl TwoJobs {
+    /// Serves on 127.0.0.1; the port, whether `/held.png` was asked for, and its release.
+    async fn start(refused_port: u16) -> (u16, watch::Receiver<bool>, watch::Sender<bool>) {
+        let (held_asked, asked) = watch::channel(false);
+        let (release, released) = watch::channel(false);
+        let site = Self {
+            refused_port,
+            held_asked,
+            release: released,
+        };
+        let app = axum::Router::new()
+            .route("/a", axum::routing::get(Self::page_a))
+            .route("/b", axum::routing::get(Self::page_b))
+            .route("/held.png", axum::routing::get(Self::held))
+            .fallback(|| async { closing("text/plain", "ok".into()) })
+            .with_state(site);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, asked, release)
+    }
+
+    async fn page_a(State(s): State<Self>) -> Response {
+        let refused = s.refused_port;
+        closing(
+            "text/html",
+            format!(
+                "<!doctype html><title>a</title>\
+                 <img src=\"http://127.0.0.1:{refused}/refused.png\"><img src=\"/held.png\">"
+            ),
+        )
+    }
+
+    async fn page_b() -> Response {
+        let imgs: String = (0..FLOOD)
+            .map(|i| format!("<img src=\"/i/{i}.png\">"))
+            .collect();
+        closing(
+            "text/html",
+            format!("<!doctype html><title>b</title>{imgs}"),
+        )
+    }
+
+    async fn held(State(mut s): State<Self>) -> Response {
+        s.held_asked.send_replace(true);
+        let _ = s.release.wait_for(|r| *r).await;
+        closing("text/plain", "ok".into())
+    }
+}
+
+fn closing(mime: &'static str, body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, mime), (header::CONNECTION, "close")],
+        body,
+    )
+        .into_response()
+}
+
+/// The single report among a job's events.
+fn report_of(events: Vec<JobEvent>) -> Report {
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            JobEvent::Report { report } => Some(*report),
+            _ => None,
+        })
+        .expect("the job sent a report")
+}
+
+fn job(url: String, timeout_ms: u32) -> JobSpec {
+    let mut spec = JobSpec::new(&url);
+    spec.wait = Wait::Load;
+    spec.timeout_ms = timeout_ms;
+    spec
+}
+
+/// Two jobs at once on the real job API, through one guard: A (on the context opened ahead) is
+/// refused a connection, then waits while B makes more connections than the guard's browser-wide
+/// log holds. A's report still names the guard's reason for its refusal, B's has only its own
+/// allowed connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_each_see_only_their_own_guard_outcomes() {
+    let refused_port = closed_port();
+    let (port, mut held_asked, release) = TwoJobs::start(refused_port).await;
+    let guard = loopback_guard().await;
+    let sup = browser_behind(&guard).await;
+    let server = common::job_server_with(&sup, Some(guard.clone()), 2, 0, Box::new(|| {}));
+    // A runs on the context opened ahead of it, which must have its lane too
+    server.keep_warm();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.has_spare() {
+        assert!(Instant::now() < deadline, "no context opened ahead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let since = Instant::now();
+    let a = {
+        let (server, spec) = (
+            server.clone(),
+            job(format!("http://127.0.0.1:{port}/a"), 120_000),
+        );
+        tokio::spawn(async move { report_of(common::run_job(&server, &spec).await) })
+    };
+    // A has been refused and is held on its last image
+    tokio::time::timeout(Duration::from_secs(60), held_asked.wait_for(|a| *a))
+        .await
+        .expect("job A asks for /held.png within 60 s")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !guard
+        .outcomes_since(since)
+        .iter()
+        .any(|o| o.port == refused_port && o.result.is_err())
+    {
+        assert!(Instant::now() < deadline, "job A was never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let b = report_of(
+        common::run_job(&server, &job(format!("http://127.0.0.1:{port}/b"), 60_000)).await,
+    );
+    let run = &b.runs[0];
+    assert_eq!(run.error, None, "{run:?}");
+    let images = run
+        .requests
+        .iter()
+        .filter(|r| r.url.contains("/i/"))
+        .count();
+    assert_eq!(images, FLOOD, "job B's images");
+    for r in &run.requests {
+        assert!(
+            r.failed.is_none() && r.status == 200,
+            "job B has only its own allowed connections: {r:?}"
+        );
+        assert_eq!(r.remote_ip.as_deref(), Some("127.0.0.1"), "{r:?}");
+    }
+
+    release.send_replace(true);
+    let a = a.await.unwrap();
+    let run = &a.runs[0];
+    assert_eq!(run.error, None, "{run:?}");
+    assert_eq!(run.requests.len(), 3, "{:?}", run.requests);
+    let refused = run
+        .requests
+        .iter()
+        .find(|r| r.url.contains("/refused.png"))
+        .unwrap_or_else(|| panic!("no refused request: {:?}", run.requests));
+    let why = refused.failed.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("cannot connect")
+            && why.contains(&format!("127.0.0.1:{refused_port}"))
+            && why.contains("refused"),
+        "job A's refusal is named by the guard: {refused:?}"
+    );
+    for r in run
+        .requests
+        .iter()
+        .filter(|r| !r.url.contains("/refused.png"))
+    {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.remote_ip.as_deref(), Some("127.0.0.1"), "{r:?}");
+    }
+    assert_eq!(
+        server.spares_taken(),
+        1,
+        "job A ran on the context opened ahead"
+    );
+    sup.stop().await;
+}
+
+/// Asks the SOCKS5 proxy on `proxy` to connect to 127.0.0.1:`port`; the reply code.
+async fn socks_connect(proxy: u16, port: u16) -> u8 {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy))
+        .await
+        .unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut chosen = [0u8; 2];
+    s.read_exact(&mut chosen).await.unwrap();
+    assert_eq!(chosen, [5, 0]);
+    let [hi, lo] = port.to_be_bytes();
+    s.write_all(&[5, 1, 0, 1, 127, 0, 0, 1, hi, lo])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).await.unwrap();
+    reply[1]
+}
+
+/// A lane keeps its own outcomes (the guard sees them all), and stops accepting once dropped.
+#[tokio::test]
+async fn a_lane_logs_only_its_own_connections_and_closes_when_dropped() {
+    let guard = loopback_guard().await;
+    let (one, two) = (guard.lane().await.unwrap(), guard.lane().await.unwrap());
+    assert_ne!(one.port(), two.port());
+    assert_eq!(
+        one.proxy_server(),
+        format!("socks5://127.0.0.1:{}", one.port())
+    );
+    let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open_port = open.local_addr().unwrap().port();
+    let closed_port = closed_port();
+    let since = Instant::now();
+    assert_eq!(socks_connect(one.port(), open_port).await, 0, "allowed");
+    assert_eq!(socks_connect(two.port(), closed_port).await, 5, "refused");
+    let ports = |o: Vec<vantage_agent::egress::Outcome>| -> Vec<(u16, bool)> {
+        o.iter().map(|o| (o.port, o.result.is_ok())).collect()
+    };
+    assert_eq!(ports(one.outcomes()), [(open_port, true)]);
+    assert_eq!(ports(two.outcomes()), [(closed_port, false)]);
+    let mut all = ports(guard.outcomes_since(since));
+    all.sort();
+    let mut want = vec![(open_port, true), (closed_port, false)];
+    want.sort();
+    assert_eq!(all, want);
+
+    let port = one.port();
+    drop(one);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "a dropped lane still accepts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        socks_connect(two.port(), open_port).await,
+        0,
+        "the other lane serves on"
+    );
 }

@@ -76,11 +76,23 @@ pub fn job_server(
     queue: usize,
     on_done: Box<dyn Fn() + Send + Sync>,
 ) -> Arc<JobServer> {
+    job_server_with(sup, None, capacity, queue, on_done)
+}
+
+/// [`job_server`], its jobs' contexts going through `guard` (which `sup`'s browser must be
+/// started behind).
+pub fn job_server_with(
+    sup: &Supervisor,
+    guard: Option<vantage_agent::egress::Guard>,
+    capacity: usize,
+    queue: usize,
+    on_done: Box<dyn Fn() + Send + Sync>,
+) -> Arc<JobServer> {
     let ctx = RunContext {
         region: "local".into(),
         node: "test".into(),
         browser_version: String::new(),
-        guard: None,
+        guard,
     };
     JobServer::new(
         Arc::new(BrowserLink::new(sup.clone())),
