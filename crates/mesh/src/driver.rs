@@ -258,11 +258,12 @@ impl Driver {
         }
     }
 
-    /// Runs the stack over the received inner packets one at a time, each followed by egress.
-    /// smoltcp grows a sender's congestion window by at most one segment per ACK and emits ACKs
-    /// only on egress: a single egress after a whole batch would answer a window's worth of
-    /// segments with one ACK, and slow start would gain one segment per round trip instead of
-    /// doubling. Egress after each packet lets the receiver ACK every second segment (RFC 9293).
+    /// Runs the stack over the received inner packets one at a time, with egress after each one
+    /// that carries TCP data. smoltcp grows a sender's congestion window by at most one segment
+    /// per ACK and emits ACKs only on egress: a single egress after a whole batch would answer a
+    /// window's worth of segments with one ACK, and slow start would gain one segment per round
+    /// trip instead of doubling. Egress after each data segment lets the receiver ACK every
+    /// second segment (RFC 9293).
     fn poll_stack(&mut self, now: Instant) {
         let ts = smol_now(self.start, now);
         let mut wire = Wire {
@@ -276,10 +277,15 @@ impl Driver {
                 counters: &mut self.counters,
             },
         };
-        while !wire.rx.is_empty() {
+        while let Some(front) = wire.rx.front() {
+            let wants_ack = device::carries_tcp_data(front);
             self.iface
                 .poll_ingress_single(ts, &mut wire, &mut self.sockets);
-            while self.iface.poll_egress(ts, &mut wire, &mut self.sockets) != PollResult::None {}
+            // a pure ACK makes no reply: the sender's burst goes out once, after the batch
+            if wants_ack {
+                while self.iface.poll_egress(ts, &mut wire, &mut self.sockets) != PollResult::None {
+                }
+            }
         }
         // maintenance and the timers' egress
         self.iface.poll(ts, &mut wire, &mut self.sockets);

@@ -240,6 +240,9 @@ async fn kernel(args: &Args, loss_pct: f64, tag: u8) -> Result<f64> {
     let mbps = joined
         .1
         .map_err(|_| anyhow::anyhow!("server thread panicked"))???;
+    if std::env::var_os("WAN_BENCH_DEBUG").is_some() {
+        eprintln!("emulator: {:?}", wan.stats());
+    }
     drop((wa, wb));
     Ok(mbps)
 }
