@@ -39,6 +39,17 @@ impl Underlay {
     }
 }
 
+/// Whether an inner IPv6 packet is a TCP segment with payload (one a receiver must ACK).
+pub(crate) fn carries_tcp_data(packet: &[u8]) -> bool {
+    const TCP: u8 = 6;
+    if packet.len() < 60 || packet[6] != TCP {
+        return false;
+    }
+    let payload = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+    let header = usize::from(packet[52] >> 4) * 4;
+    payload > header
+}
+
 /// Encrypts one inner packet for the peer that owns its destination and sends it.
 pub(crate) fn send_inner(
     peers: &mut Peers,

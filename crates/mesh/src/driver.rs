@@ -6,7 +6,7 @@ use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -258,7 +258,14 @@ impl Driver {
         }
     }
 
+    /// Runs the stack over the received inner packets one at a time, with egress after each one
+    /// that carries TCP data. smoltcp grows a sender's congestion window by at most one segment
+    /// per ACK and emits ACKs only on egress: a single egress after a whole batch would answer a
+    /// window's worth of segments with one ACK, and slow start would gain one segment per round
+    /// trip instead of doubling. Egress after each data segment lets the receiver ACK every
+    /// second segment (RFC 9293).
     fn poll_stack(&mut self, now: Instant) {
+        let ts = smol_now(self.start, now);
         let mut wire = Wire {
             rx: &mut self.rx,
             pool: &mut self.pool,
@@ -270,8 +277,18 @@ impl Driver {
                 counters: &mut self.counters,
             },
         };
-        self.iface
-            .poll(smol_now(self.start, now), &mut wire, &mut self.sockets);
+        while let Some(front) = wire.rx.front() {
+            let wants_ack = device::carries_tcp_data(front);
+            self.iface
+                .poll_ingress_single(ts, &mut wire, &mut self.sockets);
+            // a pure ACK makes no reply: the sender's burst goes out once, after the batch
+            if wants_ack {
+                while self.iface.poll_egress(ts, &mut wire, &mut self.sockets) != PollResult::None {
+                }
+            }
+        }
+        // maintenance and the timers' egress
+        self.iface.poll(ts, &mut wire, &mut self.sockets);
     }
 
     fn receive_batch(&mut self, now: Instant) -> bool {

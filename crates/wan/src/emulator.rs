@@ -206,6 +206,7 @@ impl Wan {
         let std_sock = std::net::UdpSocket::bind(bind)
             .and_then(|s| s.set_nonblocking(true).map(|_| s))
             .map_err(bind_err)?;
+        deepen_queue(&std_sock);
         let sender = Arc::new(std_sock.try_clone().map_err(bind_err)?);
         let socket = UdpSocket::from_std(std_sock).map_err(bind_err)?;
         let advertised = socket.local_addr().map_err(bind_err)?;
@@ -326,6 +327,19 @@ impl Drop for Wan {
         self.schedule.stop.store(true, Ordering::Relaxed);
         self.schedule.changed.notify_one();
     }
+}
+
+/// Socket buffer bytes per emulator endpoint.
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// The endpoint's socket buffers are the emulated link's queue. The kernel default (about 208 KiB,
+/// some 90 full-sized datagrams) would drop an unpaced sender's burst long before a WAN's
+/// bandwidth-delay product is in flight: loss the emulator was not asked for. The kernel caps the
+/// request at `net.core.rmem_max`/`wmem_max`.
+fn deepen_queue(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(QUEUE_BYTES);
+    let _ = s.set_send_buffer_size(QUEUE_BYTES);
 }
 
 /// splitmix64: loss and jitter need reproducibility, not quality.

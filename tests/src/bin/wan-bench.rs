@@ -3,7 +3,7 @@
 //! links to this host) through the same emulator, at each loss rate. Goodput is what the receiver
 //! got in a fixed window from its first byte, slow start included. Needs root, wireguard-go, wg.
 //!
-//! `cargo run --release -p vantage-tests --bin wan-bench -- [--rtt-ms 250] [--secs 15] [--loss 0,0.5,2]`
+//! `cargo run --release -p vantage-tests --bin wan-bench -- [--rtt-ms 250] [--secs 15] [--loss 0,0.5,2] [--kernel-cc cubic]`
 //!
 //! With `WAN_BENCH_DEBUG` set, each overlay run also prints both nodes' WireGuard payload bytes and
 //! drop counters and the emulator's link stats (retransmissions show as tx above rx).
@@ -30,6 +30,8 @@ const HEADLINE_LOSS: f64 = 0.5;
 
 struct Args {
     rtt_ms: u32,
+    /// Congestion control for kernel TCP in the namespaces; `None` keeps the system default.
+    kernel_cc: Option<String>,
     secs: u64,
     losses: Vec<f64>,
 }
@@ -37,6 +39,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         rtt_ms: 250,
+        kernel_cc: None,
         secs: 15,
         losses: vec![0.0, 0.5, 2.0],
     };
@@ -60,6 +63,19 @@ fn parse_args() -> Result<Args> {
                     .filter(|&s| (1..=600).contains(&s))
                     .with_context(|| format!("--secs takes 1 to 600, got `{v}`"))?;
             }
+            "--kernel-cc" => {
+                let v = val("--kernel-cc")?;
+                let known =
+                    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                        .unwrap_or_default();
+                if !known.split_whitespace().any(|k| k == v) {
+                    bail!(
+                        "--kernel-cc `{v}` is not available here; available: {}",
+                        known.trim()
+                    );
+                }
+                a.kernel_cc = Some(v);
+            }
             "--loss" => {
                 let v = val("--loss")?;
                 a.losses = v
@@ -76,10 +92,12 @@ fn parse_args() -> Result<Args> {
                     })?;
             }
             "--help" | "-h" => {
-                println!("wan-bench [--rtt-ms N (default 250)] [--secs N (window, default 15)] [--loss 0,0.5,2 (percent)]");
+                println!("wan-bench [--rtt-ms N (default 250)] [--secs N (window, default 15)] [--loss 0,0.5,2 (percent)] [--kernel-cc cubic (kernel TCP's congestion control; default: the system's)]");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument `{other}`; accepted: --rtt-ms, --secs, --loss"),
+            other => {
+                bail!("unknown argument `{other}`; accepted: --rtt-ms, --secs, --loss, --kernel-cc")
+            }
         }
     }
     if !a.losses.contains(&HEADLINE_LOSS) {
@@ -173,14 +191,51 @@ fn udp_rcvbuf_errors() -> u64 {
         .unwrap_or(0)
 }
 
+/// The congestion control kernel TCP uses by default in `ns` (BBR, unlike loss-based CUBIC, does
+/// not back off on random loss, which matters when reading the comparison).
+fn default_cc(ns: &Netns) -> Result<String> {
+    let cc = ns
+        .spawn(|| std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control"))
+        .join()
+        .map_err(|_| anyhow::anyhow!("sysctl reader panicked"))???;
+    Ok(cc.trim().to_owned())
+}
+
+/// Sets a socket's congestion control (`TCP_CONGESTION`). A namespace's default may only be one of
+/// `tcp_allowed_congestion_control`, but a socket of a process with CAP_NET_ADMIN may use any loaded one.
+#[allow(unsafe_code)]
+fn set_cc(socket: &tokio::net::TcpSocket, cc: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is open for the call's duration and the option value is a valid buffer of
+    // the length passed
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            cc.as_ptr().cast(),
+            cc.len() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Goodput of kernel TCP over wireguard-go, the WireGuard datagrams through the same emulator:
 /// each wireguard-go runs in its own namespace with a veth link to this host, where the emulator
 /// endpoints are bound on every address.
-async fn kernel(args: &Args, loss_pct: f64, tag: u8) -> Result<f64> {
+async fn kernel(args: &Args, loss_pct: f64, tag: u8) -> Result<(f64, String)> {
     let mut wan = wan(args, loss_pct, 12)?;
     let psk = PresharedKey::from_bytes([4; 32]);
     let prefix = vantage_mesh::OverlayPrefix::from_psk(&psk);
     let (ns_a, ns_b) = (Netns::new("vwb-a")?, Netns::new("vwb-b")?);
+    let cc = match &args.kernel_cc {
+        Some(cc) => cc.clone(),
+        None => default_cc(&ns_a)?,
+    };
     let net = |side: u8, host: u8| format!("10.{}.{side}.{host}", 90 + tag);
     veth(
         None,
@@ -221,14 +276,16 @@ async fn kernel(args: &Args, loss_pct: f64, tag: u8) -> Result<f64> {
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .context("wireguard-go side did not start listening")?;
+    let sender_cc = cc.clone();
     let client = ns_a.spawn(move || {
         block_on(async move {
-            let s =
-                tokio::time::timeout(Duration::from_secs(30), tokio::net::TcpStream::connect(to))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::other("kernel connect over wireguard-go took over 30 s")
-                    })??;
+            let socket = tokio::net::TcpSocket::new_v6()?;
+            set_cc(&socket, &sender_cc)?;
+            let s = tokio::time::timeout(Duration::from_secs(30), socket.connect(to.into()))
+                .await
+                .map_err(|_| {
+                    std::io::Error::other("kernel connect over wireguard-go took over 30 s")
+                })??;
             send_until(s, &done).await
         })
     });
@@ -240,8 +297,11 @@ async fn kernel(args: &Args, loss_pct: f64, tag: u8) -> Result<f64> {
     let mbps = joined
         .1
         .map_err(|_| anyhow::anyhow!("server thread panicked"))???;
+    if std::env::var_os("WAN_BENCH_DEBUG").is_some() {
+        eprintln!("emulator: {:?}", wan.stats());
+    }
     drop((wa, wb));
-    Ok(mbps)
+    Ok((mbps, cc))
 }
 
 fn main() -> Result<()> {
@@ -259,11 +319,11 @@ fn main() -> Result<()> {
             .with_context(|| format!("vantage overlay run at {loss}% loss"))?;
         let drops = udp_rcvbuf_errors() - drops;
         eprintln!("wan-bench: {loss}% loss, kernel TCP over wireguard-go");
-        let k = rt
+        let (k, cc) = rt
             .block_on(kernel(&args, loss, i as u8))
             .with_context(|| format!("wireguard-go run at {loss}% loss"))?;
         println!(
-            "rtt {} ms, loss {loss}%: vantage overlay {o:.2} Mbit/s ({drops} datagrams dropped on full UDP receive buffers), kernel TCP over wireguard-go {k:.2} Mbit/s ({}-second window)",
+            "rtt {} ms, loss {loss}%: vantage overlay {o:.2} Mbit/s ({drops} datagrams dropped on full UDP receive buffers), kernel TCP ({cc}) over wireguard-go {k:.2} Mbit/s ({}-second window)",
             args.rtt_ms, args.secs
         );
         rows.push((loss, o, k));
