@@ -26,6 +26,30 @@ pub struct RunContext {
     pub guard: Option<Guard>,
 }
 
+impl RunContext {
+    /// The report of `runs` of `spec`, as this agent ran them.
+    pub fn report(
+        &self,
+        spec: &JobSpec,
+        started_unix_ms: u64,
+        user_agent: String,
+        runs: Vec<Run>,
+        summary: Option<Summary>,
+    ) -> Report {
+        Report {
+            schema: SCHEMA_VERSION,
+            job: spec.clone(),
+            started_unix_ms,
+            region: self.region.clone(),
+            node: self.node.clone(),
+            browser_version: self.browser_version.clone(),
+            user_agent,
+            runs,
+            summary,
+        }
+    }
+}
+
 /// Progress events are the wire's own, so the job server streams them as they are.
 pub use vantage_proto::wire::JobEvent as Progress;
 
@@ -121,17 +145,7 @@ pub async fn run_job_at(
         }
     }
     let summary = Summary::from_runs(&runs);
-    Report {
-        schema: SCHEMA_VERSION,
-        job: spec.clone(),
-        started_unix_ms,
-        region: ctx.region.clone(),
-        node: ctx.node.clone(),
-        browser_version: ctx.browser_version.clone(),
-        user_agent,
-        runs,
-        summary,
-    }
+    ctx.report(spec, started_unix_ms, user_agent, runs, summary)
 }
 
 /// Where a cold run's context comes from: the pool's spare or a new one, through a lane of the

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use vantage_proto::wire::{self, JobEvent, JobRequest};
-use vantage_proto::{JobSpec, Report, Run, SCHEMA_VERSION};
+use vantage_proto::{JobSpec, Report, Run};
 
 use crate::chromium::BrowserLink;
 use crate::chromium::BrowserState;
@@ -295,17 +295,7 @@ fn cancelled_report(spec: &JobSpec, ctx: &RunContext, started_unix_ms: u64) -> R
         error: Some(CANCELLED.into()),
         ..Run::default()
     };
-    Report {
-        schema: SCHEMA_VERSION,
-        job: spec.clone(),
-        started_unix_ms,
-        region: ctx.region.clone(),
-        node: ctx.node.clone(),
-        browser_version: ctx.browser_version.clone(),
-        user_agent: String::new(),
-        runs: vec![run],
-        summary: None,
-    }
+    ctx.report(spec, started_unix_ms, String::new(), vec![run], None)
 }
 
 /// Reads one job request, bounded in time and size.
